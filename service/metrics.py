@@ -1,0 +1,35 @@
+"""Prometheus metrics, one registry per app (so several apps, e.g. in tests, never share counters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter("http_requests_total", "HTTP requests by route, model and status",
+                                ["method", "route", "model", "status"], registry=self.registry)
+        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency by route, model and status",
+                                 ["method", "route", "model", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.inference = Histogram("model_inference_seconds", "ONNX Runtime run time per model and graph",
+                                   ["model", "graph"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("model_batch_size", "images per ONNX Runtime run", ["model"],
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+
+    def observe_request(self, method: str, route: str, model: str, status: int, seconds: float) -> None:
+        labels = (method, route, model, str(status))
+        self.requests.labels(*labels).inc()
+        self.latency.labels(*labels).observe(seconds)
+
+    def observe_run(self, model: str, graph: str, batch: int, seconds: float) -> None:
+        self.inference.labels(model, graph).observe(seconds)
+        if graph == "model":
+            self.batch_size.labels(model).observe(batch)

@@ -1,0 +1,129 @@
+"""Upload bytes → the model's input tensor, following the model's manifest.
+
+Decoding uses Pillow (formats, EXIF orientation, GIF frames, bomb checks: a well-kept library for a
+job full of edge cases). Geometry is tracked as an affine map ``model = image · scale + offset`` so a
+heatmap computed on the model's input can be drawn back onto the user's own image.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InvalidImage, PayloadTooLarge, UnsupportedImage
+from .manifest import Manifest
+
+ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "BMP": "BMP", "WEBP": "WebP", "GIF": "GIF"}
+ACCEPTED = "PNG, JPEG, BMP, WebP or GIF"
+MNIST_BOX, MNIST_CANVAS = 20, 28  # MNIST: digit fitted into 20×20, centred by mass on 28×28
+LIGHT_BACKGROUND = 127.5
+
+warnings.simplefilter("error", Image.DecompressionBombWarning)  # never decode a bomb, even below our limit
+
+
+@dataclass(frozen=True)
+class Prepared:
+    batch: np.ndarray          # 1 × C × H × W float32, ready for ONNX Runtime
+    image: Image.Image         # the decoded, upright upload (RGB), for overlays
+    scale: tuple[float, float]   # model_xy = image_xy * scale + offset
+    offset: tuple[float, float]
+    inverted: bool = False
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode an upload, rejecting empty, foreign, oversized (before decoding) and corrupt files."""
+    if not data:
+        raise InvalidImage(f"the uploaded file is empty (0 bytes); send a {ACCEPTED} image")
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except UnidentifiedImageError:
+        raise UnsupportedImage(f"the upload is not an image that can be read; send a {ACCEPTED} image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PayloadTooLarge(f"the image declares more than {max_pixels:,} pixels") from None
+    if image.format not in ACCEPTED_FORMATS:
+        raise UnsupportedImage(f"{image.format} images are not accepted; send a {ACCEPTED} image")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(f"the image is {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
+    try:
+        image.seek(0)  # animated GIF / WebP: the first frame
+        image.load()
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImage(f"the {ACCEPTED_FORMATS[image.format]} file could not be decoded (truncated or corrupt): {exc}") from None
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """RGB on white: a transparent drawing is a dark digit on a light page."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        page = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(page, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _border_mean(pixels: np.ndarray) -> np.ndarray:
+    edges = [pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]
+    return np.concatenate([e.reshape(-1, *pixels.shape[2:]) for e in edges]).mean(axis=0)
+
+
+def _fit(image: Image.Image, width: int, height: int, fill: int | tuple[int, ...]) -> tuple[Image.Image, tuple[float, float], tuple[float, float]]:
+    """Resize keeping the aspect ratio to fit width × height, centre it, pad with ``fill``."""
+    ratio = min(width / image.width, height / image.height)
+    new_w, new_h = max(1, round(image.width * ratio)), max(1, round(image.height * ratio))
+    canvas = Image.new(image.mode, (width, height), fill)
+    x0, y0 = (width - new_w) // 2, (height - new_h) // 2
+    canvas.paste(image.resize((new_w, new_h), Image.Resampling.BILINEAR), (x0, y0))
+    return canvas, (new_w / image.width, new_h / image.height), (float(x0), float(y0))
+
+
+def _mnist_style(gray: Image.Image) -> tuple[Image.Image, tuple[float, float], tuple[float, float], bool]:
+    """MNIST's own recipe: light digit on black, cropped to the ink, longest side 20 px, centred by
+    mass on 28×28. Images with a light background (border mean above mid-grey) are inverted first."""
+    pixels = np.asarray(gray, np.float32)
+    background = float(_border_mean(pixels))
+    inverted = background > LIGHT_BACKGROUND
+    if inverted:
+        pixels, background = 255 - pixels, 255 - background
+    ink = np.clip(pixels - background, 0, None)
+    if ink.max() < 1:  # blank: nothing to centre
+        canvas, scale, offset = _fit(Image.fromarray(ink.astype(np.uint8)), MNIST_CANVAS, MNIST_CANVAS, 0)
+        return canvas, scale, offset, inverted
+    ink *= 255 / ink.max()
+    ys, xs = np.nonzero(ink > 0.2 * 255)
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    ratio = MNIST_BOX / max(x1 - x0, y1 - y0)
+    new_w, new_h = max(1, round((x1 - x0) * ratio)), max(1, round((y1 - y0) * ratio))
+    digit = Image.fromarray(ink[y0:y1, x0:x1].astype(np.uint8)).resize((new_w, new_h), Image.Resampling.LANCZOS)
+    weights = np.asarray(digit, np.float64)
+    total = weights.sum() or 1.0
+    com_y = (weights.sum(axis=1) @ np.arange(new_h)) / total
+    com_x = (weights.sum(axis=0) @ np.arange(new_w)) / total
+    px, py = round(MNIST_CANVAS / 2 - 0.5 - com_x), round(MNIST_CANVAS / 2 - 0.5 - com_y)
+    canvas = Image.new("L", (MNIST_CANVAS, MNIST_CANVAS), 0)
+    canvas.paste(digit, (px, py))
+    scale = (new_w / (x1 - x0), new_h / (y1 - y0))
+    return canvas, scale, (px - x0 * scale[0], py - y0 * scale[1]), inverted
+
+
+def prepare(image: Image.Image, manifest: Manifest) -> Prepared:
+    """Decoded image → normalised 1×C×H×W batch, per the manifest's preprocessing."""
+    spec, prep = manifest.input, manifest.preprocessing
+    rgb = _flatten_alpha(image)
+    work = rgb.convert("L") if prep.color == "gray" else rgb
+    inverted = False
+    if prep.mnist_style:
+        content, scale, offset, inverted = _mnist_style(work)
+    else:
+        fill = tuple(int(v) for v in np.atleast_1d(_border_mean(np.asarray(work))).round())
+        content, scale, offset = _fit(work, prep.content_size[1], prep.content_size[0], fill if len(fill) > 1 else fill[0])
+    pixels = np.asarray(content, np.float32).reshape(content.height, content.width, spec.channels)
+    pad_y, pad_x = spec.height - content.height, spec.width - content.width
+    pixels = np.pad(pixels, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2), (0, 0)))
+    normalised = (pixels * prep.scale - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
+    batch = np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)
+    return Prepared(batch, rgb, scale, (offset[0] + pad_x // 2, offset[1] + pad_y // 2), inverted)

@@ -1,0 +1,117 @@
+"""The model repository (Triton layout): ``<model_dir>/<name>/<version>/manifest.json`` beside
+``model.onnx`` and ``gradcam.onnx``. Every version is verified (sha256), loaded and warmed up at start."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelNotFound
+from .manifest import Manifest
+from .runtime import Sessions
+from .settings import Settings
+
+log = logging.getLogger("service.repository")
+
+
+@dataclass
+class LoadedModel:
+    manifest: Manifest
+    directory: Path
+    sessions: Sessions | None = None
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def status(self) -> str:
+        return "ready" if self.sessions is not None else "failed"
+
+    @property
+    def providers(self) -> list[str]:
+        return self.sessions.providers if self.sessions else []
+
+
+def _version_key(version: str) -> tuple[int, int | str]:
+    return (0, int(version)) if version.isdigit() else (1, version)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelRepository:
+    settings: Settings
+    models: dict[str, dict[str, LoadedModel]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def load_all(self) -> None:
+        root = self.settings.model_dir
+        if not root.is_dir():
+            self.errors.append(f"model directory {root} does not exist")
+            log.error("model directory %s does not exist", root)
+            return
+        for manifest_path in sorted(root.glob("*/*/manifest.json")):
+            self._load(manifest_path)
+        if not self.models:
+            self.errors.append(f"no models found under {root}")
+
+    def _load(self, manifest_path: Path) -> None:
+        directory = manifest_path.parent
+        try:
+            manifest = Manifest.model_validate_json(manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            self.errors.append(f"{manifest_path}: unreadable manifest: {exc}")
+            log.error("skipping %s: %s", manifest_path, exc)
+            return
+        entry = LoadedModel(manifest, directory)
+        self.models.setdefault(manifest.name, {})[manifest.version] = entry
+        try:
+            for file, expected in manifest.files.items():
+                if _sha256(directory / file) != expected.sha256:
+                    raise ValueError(f"{file} does not match the sha256 in its manifest")
+            sessions = Sessions.load(directory / "model.onnx", directory / manifest.heatmaps.gradcam_graph.file, self.settings)
+            sessions.warm_up(tuple(manifest.input.shape[1:]), len(manifest.labels))
+            entry.sessions = sessions
+            log.info("loaded %s/%s on %s", manifest.name, manifest.version, ",".join(sessions.providers))
+        except Exception as exc:  # a broken model must not take the others down
+            entry.error = str(exc)
+            self.errors.append(f"{manifest.name}/{manifest.version}: {exc}")
+            log.error("failed to load %s/%s: %s", manifest.name, manifest.version, exc)
+
+    @property
+    def ready(self) -> bool:
+        return not self.errors and bool(self.models)
+
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+    def versions(self, name: str) -> list[str]:
+        return sorted(self.models.get(name, {}), key=_version_key)
+
+    def get(self, name: str, version: str | None = None) -> LoadedModel:
+        versions = self.models.get(name)
+        if not versions:
+            raise ModelNotFound(f"no model named {name!r}; available: {', '.join(self.names()) or 'none'}",
+                                available=self.names())
+        version = version or self.versions(name)[-1]
+        if version not in versions:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; available: {', '.join(self.versions(name))}",
+                                available=self.versions(name))
+        model = versions[version]
+        if model.sessions is None:
+            raise ModelNotFound(f"model {name}/{version} failed to load: {model.error}", available=self.names())
+        return model

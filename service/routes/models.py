@@ -1,0 +1,59 @@
+"""GET /models, /models/{name}, /models/{name}/summary."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from ..dependencies import RepositoryDep, SettingsDep
+from ..repository import LoadedModel, ModelRepository
+from ..schemas import InputInfo, ModelInfo, ModelList, SummaryResponse, SummaryTotals
+from ..summary_table import render_summary
+from .problems import PROBLEM_RESPONSES
+
+router = APIRouter(prefix="/models", tags=["models"])
+Version = Annotated[str | None, Query(description="model version (default: the latest)")]
+
+
+def model_info(model: LoadedModel, repository: ModelRepository) -> ModelInfo:
+    m = model.manifest
+    return ModelInfo(
+        name=m.name, version=m.version, versions=repository.versions(m.name), architecture=m.architecture,
+        description=m.description,
+        input=InputInfo(channels=m.input.channels, height=m.input.height, width=m.input.width, color=m.preprocessing.color),
+        labels=m.labels, test_accuracy=m.metrics.test_accuracy, test_dataset=m.metrics.dataset,
+        parameters=m.summary.total_params, heatmap_methods=m.heatmaps.methods, heatmap_layer=m.heatmaps.layer,
+        providers=model.providers, status=model.status,
+    )
+
+
+def summary_response(model: LoadedModel) -> SummaryResponse:
+    s = model.manifest.summary
+    totals = SummaryTotals(total_params=s.total_params, trainable_params=s.trainable_params,
+                           non_trainable_params=s.total_params - s.trainable_params, macs=s.macs,
+                           size_bytes=s.size_bytes, onnx_bytes=model.manifest.files["model.onnx"].bytes)
+    return SummaryResponse(model=model.name, version=model.version, input_shape=s.input_shape, layers=s.layers, totals=totals)
+
+
+@router.get("", response_model=ModelList, summary="Every model in the repository")
+async def list_models(repository: RepositoryDep, settings: SettingsDep) -> ModelList:
+    latest = [versions[repository.versions(name)[-1]] for name, versions in sorted(repository.models.items())]
+    return ModelList(default_model=settings.default_model, models=[model_info(m, repository) for m in latest])
+
+
+@router.get("/{name}", response_model=ModelInfo, responses=PROBLEM_RESPONSES, summary="One model's metadata")
+async def get_model(name: str, repository: RepositoryDep, version: Version = None) -> ModelInfo:
+    return model_info(repository.get(name, version), repository)
+
+
+@router.get("/{name}/summary", response_model=SummaryResponse, responses={
+    **PROBLEM_RESPONSES, 200: {"content": {"application/json": {}, "text/plain": {"example": "Layer (type) ..."}}}},
+    summary="Architecture summary: layers, output shapes, parameters, multiply-adds")
+async def get_summary(name: str, repository: RepositoryDep, version: Version = None,
+                      format: Annotated[Literal["json", "text"], Query(description="json, or a fixed-width text table")] = "json"):
+    summary = summary_response(repository.get(name, version))
+    if format == "text":
+        return PlainTextResponse(render_summary(summary))
+    return summary

@@ -1,0 +1,41 @@
+"""POST /predict: classify an uploaded image."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, Request, UploadFile
+
+from ..dependencies import EngineDep, RepositoryDep, SettingsDep
+from ..errors import InvalidParameter
+from ..schemas import ClassScore, PredictResponse, Timings
+from .problems import PROBLEM_RESPONSES
+
+router = APIRouter(tags=["predict"])
+
+ImageFile = Annotated[UploadFile, File(description="the image: PNG, JPEG, BMP, WebP or GIF (first frame)")]
+
+
+@router.post("/predict", response_model=PredictResponse, responses=PROBLEM_RESPONSES,
+             summary="Classify an image with a model from the repository")
+async def predict(
+    request: Request,
+    file: ImageFile,
+    repository: RepositoryDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    model: Annotated[str | None, Query(description="model name (default: the configured default model)", examples=["lenet5"])] = None,
+    version: Annotated[str | None, Query(description="model version (default: the latest)")] = None,
+    top_k: Annotated[int, Query(ge=1, description="how many classes to return")] = 5,
+) -> PredictResponse:
+    loaded = repository.get(model or settings.default_model, version)
+    request.state.model = loaded.name
+    if top_k > settings.max_top_k:
+        raise InvalidParameter(f"top_k must be at most {settings.max_top_k}; got {top_k}")
+    labels = loaded.manifest.labels
+    result = await engine.run(engine.classify, loaded, await file.read(), min(top_k, len(labels)))
+    return PredictResponse(
+        model=loaded.name, version=loaded.version,
+        predictions=[ClassScore(index=i, label=labels[i], probability=p) for i, p in result.top],
+        provider=loaded.providers[0], inverted=result.prepared.inverted, timings=Timings(**result.timings_ms),
+    )

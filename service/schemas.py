@@ -1,0 +1,103 @@
+"""Pydantic models of every response (requests are multipart uploads plus query parameters)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .manifest import LayerRow
+
+CamMethod = Literal["cam", "gradcam"]
+
+
+class ClassScore(BaseModel):
+    index: int = Field(examples=[7])
+    label: str = Field(examples=["7"])
+    probability: float = Field(ge=0, le=1, examples=[0.998])
+
+
+class Timings(BaseModel):
+    decode_ms: float
+    preprocess_ms: float
+    inference_ms: float
+    total_ms: float
+
+
+class PredictResponse(BaseModel):
+    model: str = Field(examples=["mnist_cnn_b"])
+    version: str = Field(examples=["1"])
+    predictions: list[ClassScore] = Field(description="top-k classes, most probable first; all classes' probabilities sum to 1")
+    provider: str = Field(examples=["CPUExecutionProvider"], description="ONNX Runtime execution provider that ran the model")
+    inverted: bool = Field(description="the image was inverted (light background, MNIST-style model)")
+    timings: Timings
+
+
+class InputInfo(BaseModel):
+    channels: int
+    height: int
+    width: int
+    color: Literal["gray", "rgb"]
+
+
+class ModelInfo(BaseModel):
+    name: str = Field(examples=["cam_net"])
+    version: str = Field(examples=["1"])
+    versions: list[str]
+    architecture: str
+    description: str
+    input: InputInfo
+    labels: list[str]
+    test_accuracy: float = Field(examples=[0.97])
+    test_dataset: str = Field(examples=["mnist"])
+    parameters: int
+    heatmap_methods: list[CamMethod]
+    heatmap_layer: str
+    providers: list[str] = Field(description="execution providers ONNX Runtime actually assigned, in priority order")
+    status: Literal["ready", "failed"]
+
+
+class ModelList(BaseModel):
+    default_model: str
+    models: list[ModelInfo]
+
+
+class SummaryTotals(BaseModel):
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+    macs: int = Field(description="multiply-adds for one image")
+    size_bytes: int = Field(description="parameter bytes (float32)")
+    onnx_bytes: int = Field(description="size of model.onnx")
+
+
+class SummaryResponse(BaseModel):
+    model: str
+    version: str
+    input_shape: list[int] = Field(description="channels, height, width")
+    layers: list[LayerRow]
+    totals: SummaryTotals
+
+
+class CamResponse(BaseModel):
+    model: str
+    version: str
+    method: CamMethod
+    class_index: int
+    label: str
+    score: float = Field(description="softmax probability of the class")
+    predicted: ClassScore = Field(description="the top-1 class for this image")
+    feature_size: list[int] = Field(description="height, width of the feature maps")
+    heatmap: list[list[float]] = Field(description="normalised [0, 1] map at feature-map resolution")
+    input_size: list[int] = Field(description="height, width of the model input")
+    heatmap_input: list[list[float]] = Field(description="the map upsampled to the model's input size")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    models: dict[str, list[str]] = Field(description="loaded model → versions")
+    errors: list[str]

@@ -1,0 +1,1 @@
+"""Training package: the CNN zoo, real-digit datasets, the training loop and ONNX export."""

@@ -1,0 +1,114 @@
+"""``python -m training`` (or the ``training`` command): train, export and rebuild the model zoo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .architectures import get_architecture, list_architectures
+from .data import DATASETS, DEFAULT_SEED
+from .recipes import SHIPPED
+from .train import TrainConfig
+
+RUNS = Path("runs")
+MODELS = Path("models")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    base = SHIPPED.get(args.arch, TrainConfig(args.arch))
+    overrides = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "patience", "copies", "seed", "threads")
+                 if getattr(args, k) is not None}
+    if args.no_augment:
+        overrides["augment"] = False
+    config = replace(base, **overrides)
+    out = args.out or RUNS / args.arch
+    result = train(config, out)
+    print(f"\n{config.arch}: test accuracy {result.test_accuracy:.2%} (best epoch {result.best_epoch}, "
+          f"{result.duration_s:.0f} s) — run saved in {out}/")
+    print("confusion matrix (rows: true, columns: predicted):")
+    for label, row in enumerate(result.confusion):
+        print(f"  {label}: " + " ".join(f"{v:4d}" for v in row))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    manifest = export_run(args.run, args.models_dir, name=args.name, version=args.version)
+    print(json.dumps({k: manifest[k] for k in ("name", "version", "architecture")} | {"test_accuracy": manifest["metrics"]["test_accuracy"]}))
+    return 0
+
+
+def _zoo(args: argparse.Namespace) -> int:
+    from .export import export_run
+    from .train import train
+
+    names = args.names or list(SHIPPED)
+    unknown = sorted(set(names) - set(SHIPPED))
+    if unknown:
+        raise SystemExit(f"not a shipped model: {', '.join(unknown)}; shipped: {', '.join(SHIPPED)}")
+    for name in names:
+        config = replace(SHIPPED[name], threads=args.threads or 0)
+        if not args.skip_train:
+            train(config, RUNS / name)
+        manifest = export_run(RUNS / name, args.models_dir, name=name, version=args.version)
+        print(f"{name}: test accuracy {manifest['metrics']['test_accuracy']:.2%} → {args.models_dir}/{name}/{args.version}/")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    for name in list_architectures():
+        print(f"{name:16s} {get_architecture(name).description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="training", description="Train, export and ship the CNN zoo.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list the registered architectures")
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("train", help="train one architecture; unset options take the shipped recipe's values")
+    p.add_argument("arch", choices=list_architectures())
+    p.add_argument("--dataset", choices=DATASETS, help="mnist (28×28 gray) or placed (64×64 RGB canvases)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="Adam learning rate")
+    p.add_argument("--patience", type=int, help="epochs without a better validation loss before stopping")
+    p.add_argument("--copies", type=int, help="placed dataset: canvases per training digit")
+    p.add_argument("--seed", type=int, help=f"seed for the split, initialisation and batches (default {DEFAULT_SEED})")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per core)")
+    p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<arch>)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("export", help="export a training run to the model repository as ONNX + manifest")
+    p.add_argument("run", type=Path, help="run directory written by `train`")
+    p.add_argument("--name", help="model name in the repository (default: the architecture)")
+    p.add_argument("--version", default="1", help="version directory (default 1)")
+    p.add_argument("--models-dir", type=Path, default=MODELS)
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("zoo", help="train and export every shipped model (what `make models` runs)")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"subset of: {', '.join(SHIPPED)} (default: all)")
+    p.add_argument("--skip-train", action="store_true", help="re-export the existing runs only")
+    p.add_argument("--version", default="1")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--models-dir", type=Path, default=MODELS)
+    p.set_defaults(func=_zoo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Scaled-down AlexNet-, VGG-, ResNet- and Inception-style nets and the CAM network.
+
+Each keeps its design's defining idea (SEEDS.md) at a size that trains on 2 CPU cores in minutes,
+on 64×64 RGB placed-digit canvases. Each starts with a parameter-free per-image standardisation, so
+the ONNX graph carries it and the service only scales pixels to [0, 1]. No batch norm anywhere: at these depths Adam trains without it,
+and it keeps every parameter a plain ONNX initializer (the summary counts must match the file).
+"""
+
+import torch
+from torch import nn
+
+from .registry import CNN, InputSpec, register
+
+RGB_64 = InputSpec(3, 64, 64)
+
+
+class Standardize(nn.Module):
+    """Per image and channel: subtract the mean, divide by the standard deviation. The canvases'
+    backgrounds and digit colours are random; without this the nets sit at chance for epochs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        std = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True).add(1e-4).sqrt()
+        return (x - mean) / std
+
+
+def conv_relu(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel, stride, padding), nn.ReLU()]
+
+
+def gap_head(channels: int, num_classes: int) -> nn.Sequential:
+    """Global average pooling then one linear layer: the head CAM needs."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+
+class ReluCNN(CNN):
+    """He (Kaiming) initialisation for ReLU nets: with torch's default init the signal shrinks layer
+    by layer, and the GAP nets sat at chance for many epochs."""
+
+    def __init__(self, features: nn.Module, head: nn.Module) -> None:
+        super().__init__(features, head)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+
+class AlexNetSmall(ReluCNN):
+    """Large strided first conv (8×8 / 4), ReLU, overlapping 3×3 / 2 max-pool, dropout FC head."""
+
+    input_spec = RGB_64
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(
+            features=nn.Sequential(
+                Standardize(),
+                *conv_relu(3, 32, 8, stride=4),             # 64 → 15
+                nn.MaxPool2d(3, 2),                         # 15 → 7 (overlapping)
+                *conv_relu(32, 64, 5, padding=2),
+                *conv_relu(64, 96, 3, padding=1),
+                *conv_relu(96, 96, 3, padding=1),
+            ),
+            head=nn.Sequential(
+                nn.MaxPool2d(3, 2),                         # 7 → 3
+                nn.Flatten(),
+                nn.Dropout(0.5), nn.Linear(3 * 3 * 96, 256), nn.ReLU(),
+                nn.Dropout(0.5), nn.Linear(256, 256), nn.ReLU(),
+                nn.Linear(256, num_classes),
+            ),
+        )
+
+
+class VggSmall(ReluCNN):
+    """Only 3×3 convs, two per stage; each pool halves H and W, each stage doubles the channels."""
+
+    input_spec = RGB_64
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(
+            features=nn.Sequential(
+                Standardize(),
+                *conv_relu(3, 16, 3, padding=1), *conv_relu(16, 16, 3, padding=1), nn.MaxPool2d(2, 2),
+                *conv_relu(16, 32, 3, padding=1), *conv_relu(32, 32, 3, padding=1), nn.MaxPool2d(2, 2),
+                *conv_relu(32, 64, 3, padding=1), *conv_relu(64, 64, 3, padding=1),
+            ),
+            head=nn.Sequential(
+                nn.MaxPool2d(2, 2), nn.Flatten(),
+                nn.Linear(8 * 8 * 64, 128), nn.ReLU(), nn.Dropout(0.5),
+                nn.Linear(128, num_classes),
+            ),
+        )
+
+
+class BasicBlock(nn.Module):
+    """``a[l+2] = relu(z[l+2] + shortcut(a[l]))``; a 1×1 projection when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.shortcut: nn.Module = (
+            nn.Identity() if stride == 1 and c_in == c_out else nn.Conv2d(c_in, c_out, 1, stride)
+        )
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu2(self.conv2(self.relu1(self.conv1(x))) + self.shortcut(x))
+
+
+class ResNetSmall(ReluCNN):
+    input_spec = RGB_64
+    supports_cam = True
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(
+            features=nn.Sequential(
+                Standardize(),
+                *conv_relu(3, 32, 3, stride=2, padding=1),  # 64 → 32
+                BasicBlock(32, 32),                         # identity shortcut
+                BasicBlock(32, 64, stride=2),               # projection, 32 → 16
+                BasicBlock(64, 128, stride=2),              # projection, 16 → 8
+            ),
+            head=gap_head(128, num_classes),
+        )
+
+
+class InceptionModule(nn.Module):
+    """Parallel 1×1, 1×1→3×3, 1×1→5×5 and 3×3-pool→1×1 branches, concatenated on channels."""
+
+    def __init__(self, c_in: int, c1: int, c3_reduce: int, c3: int, c5_reduce: int, c5: int, pool_proj: int):
+        super().__init__()
+        self.branch1 = nn.Sequential(*conv_relu(c_in, c1, 1))
+        self.branch3 = nn.Sequential(*conv_relu(c_in, c3_reduce, 1), *conv_relu(c3_reduce, c3, 3, padding=1))
+        self.branch5 = nn.Sequential(*conv_relu(c_in, c5_reduce, 1), *conv_relu(c5_reduce, c5, 5, padding=2))
+        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, 1, 1), *conv_relu(c_in, pool_proj, 1))
+        self.out_channels = c1 + c3 + c5 + pool_proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)], dim=1)
+
+
+class InceptionSmall(ReluCNN):
+    input_spec = RGB_64
+    supports_cam = True
+
+    def __init__(self, num_classes: int = 10) -> None:
+        a = InceptionModule(32, 16, 16, 24, 8, 8, 8)                   # → 56 channels
+        b = InceptionModule(a.out_channels, 32, 24, 48, 8, 16, 16)     # → 112 channels
+        super().__init__(
+            features=nn.Sequential(
+                Standardize(),
+                *conv_relu(3, 32, 3, stride=2, padding=1),  # 64 → 32
+                nn.MaxPool2d(2, 2),                         # 32 → 16
+                a, b,
+            ),
+            head=gap_head(b.out_channels, num_classes),
+        )
+
+
+class CamNet(ReluCNN):
+    """Conv stack → global average pooling → one linear layer (Zhou et al. 2016)."""
+
+    input_spec = RGB_64
+    supports_cam = True
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(
+            features=nn.Sequential(
+                Standardize(),
+                *conv_relu(3, 24, 3, padding=1), nn.MaxPool2d(2, 2),    # 64 → 32
+                *conv_relu(24, 48, 3, padding=1), nn.MaxPool2d(2, 2),   # 32 → 16
+                *conv_relu(48, 96, 3, padding=1),
+                *conv_relu(96, 96, 3, padding=1),                       # 16×16 maps for the CAM
+            ),
+            head=gap_head(96, num_classes),
+        )
+
+
+@register("alexnet_small", "AlexNet-style: 8×8 stride-4 first conv, overlapping max-pool, dropout FC head")
+def alexnet_small(num_classes: int = 10) -> CNN:
+    return AlexNetSmall(num_classes)
+
+
+@register("vgg_small", "VGG-style: stacks of 3×3 convs, pooling halves the maps, channels double, FC head")
+def vgg_small(num_classes: int = 10) -> CNN:
+    return VggSmall(num_classes)
+
+
+@register("resnet_small", "ResNet-style: basic blocks with identity and 1×1-projection shortcuts, GAP head")
+def resnet_small(num_classes: int = 10) -> CNN:
+    return ResNetSmall(num_classes)
+
+
+@register("inception_small", "Inception-style: parallel 1×1/3×3/5×5/pool branches with 1×1 bottlenecks, GAP head")
+def inception_small(num_classes: int = 10) -> CNN:
+    return InceptionSmall(num_classes)
+
+
+@register("cam_net", "CAM network: conv stack → global average pooling → one linear layer")
+def cam_net(num_classes: int = 10) -> CNN:
+    return CamNet(num_classes)

