@@ -34,6 +34,7 @@ class TrainConfig:
     copies: int = 1
     seed: int = DEFAULT_SEED
     threads: int = 0  # 0: torch's default (one per core)
+    limit: int = 0    # train on this many evenly spread training images (0: all); for smoke tests
 
 
 @dataclass
@@ -106,7 +107,11 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
         if data.images.shape[1] != spec.channels:
             raise ValueError(f"{config.arch} takes {spec.channels}-channel input; dataset {config.dataset!r} "
                              f"has {data.images.shape[1]} (use --dataset {'placed' if spec.channels == 3 else 'mnist'})")
-        return to_input(data.images, spec), torch.from_numpy(data.labels), data
+        images, labels = data.images, data.labels
+        if split == "train" and config.limit:
+            keep = np.linspace(0, len(labels) - 1, config.limit).astype(int)  # the split is sorted by class
+            images, labels = images[keep], labels[keep]
+        return to_input(images, spec), torch.from_numpy(labels), data
 
     x_train, y_train, _ = tensors("train", config.copies)
     x_val, y_val, _ = tensors("val")
@@ -115,6 +120,8 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
     # Augmentation: a random affine per MNIST batch; for placed digits, fresh canvases every epoch.
     fresh_canvases = config.augment and config.dataset == "placed"
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # Cut the learning rate when validation loss stalls; early stopping (patience > 2) comes later.
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=2)
     result = TrainResult(config, model)
     best_loss, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
     started = time.perf_counter()
@@ -142,6 +149,7 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
             correct += (logits.argmax(1) == yb).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         val_loss, val_acc = evaluate(model, x_val, y_val)
+        scheduler.step(val_loss)
         row = {"epoch": epoch, "loss": loss_sum / seen, "accuracy": correct / seen, "val_loss": val_loss, "val_accuracy": val_acc}
         result.history.append(row)
         improved = val_loss < best_loss

@@ -92,16 +92,18 @@ class VggSmall(ReluCNN):
 
 
 class BasicBlock(nn.Module):
-    """``a[l+2] = relu(z[l+2] + shortcut(a[l]))``; a 1×1 projection when the shape changes."""
+    """``a[l+2] = relu(z[l+2] + shortcut(a[l]))``; a 1×1 projection when the channel count changes.
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+    Blocks keep the map size; the net downsamples with 2×2 max-pools between stages, because a
+    strided 1×1 projection on an even-sized map breaks the whole-number rule for ``(W − F + 2P)/S + 1``.
+    """
+
+    def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, 1, 1)
         self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1)
-        self.shortcut: nn.Module = (
-            nn.Identity() if stride == 1 and c_in == c_out else nn.Conv2d(c_in, c_out, 1, stride)
-        )
+        self.shortcut: nn.Module = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
         self.relu2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,10 +118,12 @@ class ResNetSmall(ReluCNN):
         super().__init__(
             features=nn.Sequential(
                 Standardize(),
-                *conv_relu(3, 32, 3, stride=2, padding=1),  # 64 → 32
-                BasicBlock(32, 32),                         # identity shortcut
-                BasicBlock(32, 64, stride=2),               # projection, 32 → 16
-                BasicBlock(64, 128, stride=2),              # projection, 16 → 8
+                *conv_relu(3, 32, 3, padding=1), nn.MaxPool2d(2, 2),   # 64 → 32
+                BasicBlock(32, 32),                                    # identity shortcut
+                nn.MaxPool2d(2, 2),                                    # 32 → 16
+                BasicBlock(32, 64),                                    # 1×1 projection
+                nn.MaxPool2d(2, 2),                                    # 16 → 8
+                BasicBlock(64, 128),                                   # 1×1 projection
             ),
             head=gap_head(128, num_classes),
         )
@@ -150,7 +154,7 @@ class InceptionSmall(ReluCNN):
         super().__init__(
             features=nn.Sequential(
                 Standardize(),
-                *conv_relu(3, 32, 3, stride=2, padding=1),  # 64 → 32
+                *conv_relu(3, 32, 4, stride=2, padding=1),  # 64 → 32
                 nn.MaxPool2d(2, 2),                         # 32 → 16
                 a, b,
             ),

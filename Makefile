@@ -1,0 +1,31 @@
+# Two commands matter: `make serve` (set up + start the service on the shipped models) and
+# `make test` (set up + run every test). Everything installs into .venv from this project's files.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test models bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[serve]'
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.serve
+
+serve: $(VENV)/.serve
+	$(BIN)/cnn-serve
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+# Re-train and re-export every shipped model into models/ (about half an hour on 2 cores).
+models: $(VENV)/.dev
+	$(BIN)/training zoo
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,42 @@
+"""The datasets: real digits, stratified disjoint splits, deterministic placed canvases with true boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.data import load_mnist, mnist_digits, placed_digits, split_indices
+
+
+def test_mnist_is_the_real_5000_digits():
+    images, labels = load_mnist()
+    assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
+    assert np.bincount(labels).min() >= 499 and images.max() == 255
+
+
+def test_splits_are_disjoint_stratified_and_deterministic():
+    _, labels = load_mnist()
+    splits = split_indices(labels, seed=0)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [3999, 501, 500]
+    assert not set(splits["train"]) & set(splits["test"]) and not set(splits["val"]) & set(splits["test"])
+    assert np.bincount(labels[splits["test"]]).tolist() == [50] * 10
+    assert all(np.array_equal(a, b) for a, b in zip(splits.values(), split_indices(labels, seed=0).values()))
+    assert not np.array_equal(splits["test"], split_indices(labels, seed=1)["test"])
+
+
+def test_placed_digits_are_deterministic_and_boxes_hold_the_digit():
+    a, b = placed_digits("test"), placed_digits("test")
+    assert a.images.shape == (500, 3, 64, 64)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.boxes, b.boxes)
+    assert not np.array_equal(a.images, placed_digits("test", variant=1).images)
+    assert np.array_equal(a.labels, mnist_digits("test").labels)
+    x0, y0, x1, y1 = a.boxes.T
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= 64).all() and (y1 <= 64).all()
+    assert ((x1 - x0) >= 1).all() and ((x1 - x0) <= 36).all() and ((y1 - y0) >= 8).all() and ((y1 - y0) <= 36).all()
+    # The digit's ink is inside its box: the box differs from the background far more than outside it.
+    for image, (bx0, by0, bx1, by1) in zip(a.images[:50].astype(float), a.boxes[:50]):
+        background = np.median(image.reshape(3, -1), axis=1)[:, None, None]
+        distance = np.abs(image - background).sum(0)
+        inside = distance[by0:by1, bx0:bx1].max()
+        outside = distance.copy()
+        outside[by0:by1, bx0:bx1] = 0
+        assert inside > 100 and np.percentile(outside, 99) < inside

@@ -1,0 +1,70 @@
+"""Export round trip: ONNX Runtime reproduces PyTorch, the file holds exactly the parameters, the
+manifest says what the service needs, and a bad export fails loudly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from training import export
+from training.architectures import create_model
+from training.summary import summarize
+from training.train import TrainConfig, train
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "resnet_small"])  # conv + avg-pool head; GAP head
+def test_export_round_trip(tmp_path, arch):
+    torch.manual_seed(0)
+    model = create_model(arch).eval()
+    images = torch.rand(8, *model.input_spec.shape)
+    diffs = export.export_model(model, tmp_path, images)
+    assert max(diffs.values()) <= export.TOLERANCE
+    assert export.float_initializer_count(tmp_path / "model.onnx") == summarize(model)["total_params"]
+
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits", "features"]
+    assert session.get_inputs()[0].shape[0] == "batch"  # dynamic batch
+    for batch in (1, 5):  # sizes never traced
+        x = torch.rand(batch, *model.input_spec.shape)
+        logits, maps = session.run(None, {"input": x.numpy()})
+        with torch.no_grad():
+            ref_logits, ref_maps = model.forward_with_features(x)
+        np.testing.assert_allclose(logits, ref_logits.numpy(), atol=1e-4)
+        assert maps.shape == tuple(ref_maps.shape)
+
+    grad_session = ort.InferenceSession(str(tmp_path / "gradcam.onnx"), providers=["CPUExecutionProvider"])
+    maps = ref_maps.clone().requires_grad_(True)
+    seed = torch.eye(10)[[3] * len(maps)]
+    (reference,) = torch.autograd.grad(model.head(maps), maps, grad_outputs=seed)
+    (got,) = grad_session.run(None, {"features": ref_maps.numpy(), "seed": seed.numpy()})
+    np.testing.assert_allclose(got, reference.numpy(), atol=1e-4 * float(reference.abs().max()))
+
+
+def test_export_run_writes_a_complete_manifest(tmp_path):
+    run = tmp_path / "run"
+    train(TrainConfig("cam_net", "placed", epochs=1, limit=64, batch_size=32, threads=2), run, progress=False)
+    manifest = export.export_run(run, tmp_path / "models", name="tiny_cam", version="3")
+    directory = tmp_path / "models" / "tiny_cam" / "3"
+    on_disk = json.loads((directory / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest))
+    assert on_disk["files"]["model.onnx"]["sha256"] == export.sha256(directory / "model.onnx")
+    assert on_disk["input"]["shape"] == [-1, 3, 64, 64] and on_disk["labels"] == [str(d) for d in range(10)]
+    assert on_disk["heatmaps"]["methods"] == ["cam", "gradcam"]
+    assert np.array(on_disk["heatmaps"]["cam"]["weights"]).shape == (10, 96)
+    assert on_disk["outputs"]["features"]["shape"] == [-1, 96, 16, 16]
+    assert on_disk["metrics"]["test_size"] == 500 and 0 <= on_disk["metrics"]["test_accuracy"] <= 1
+    assert on_disk["summary"]["total_params"] == export.float_initializer_count(directory / "model.onnx")
+    for plot in ("training.png", "confusion.png"):
+        assert (directory / plot).read_bytes()[:4] == b"\x89PNG"
+    reloaded = export.load_exported(directory)
+    original = create_model("cam_net")
+    assert sum(p.numel() for p in reloaded.parameters()) == sum(p.numel() for p in original.parameters())
+
+
+def test_parity_failure_fails_loudly():
+    with pytest.raises(export.ExportError, match="logits"):
+        export._verify("logits", np.zeros(3), np.array([0, 0, 1e-3]))
