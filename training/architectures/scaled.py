@@ -79,13 +79,13 @@ class VggSmall(ReluCNN):
         super().__init__(
             features=nn.Sequential(
                 Standardize(),
-                *conv_relu(3, 16, 3, padding=1), *conv_relu(16, 16, 3, padding=1), nn.MaxPool2d(2, 2),
-                *conv_relu(16, 32, 3, padding=1), *conv_relu(32, 32, 3, padding=1), nn.MaxPool2d(2, 2),
-                *conv_relu(32, 64, 3, padding=1), *conv_relu(64, 64, 3, padding=1),
+                *conv_relu(3, 12, 3, padding=1), *conv_relu(12, 12, 3, padding=1), nn.MaxPool2d(2, 2),
+                *conv_relu(12, 24, 3, padding=1), *conv_relu(24, 24, 3, padding=1), nn.MaxPool2d(2, 2),
+                *conv_relu(24, 48, 3, padding=1), *conv_relu(48, 48, 3, padding=1),
             ),
             head=nn.Sequential(
                 nn.MaxPool2d(2, 2), nn.Flatten(),
-                nn.Linear(8 * 8 * 64, 128), nn.ReLU(), nn.Dropout(0.5),
+                nn.Linear(8 * 8 * 48, 128), nn.ReLU(), nn.Dropout(0.5),
                 nn.Linear(128, num_classes),
             ),
         )
@@ -118,14 +118,14 @@ class ResNetSmall(ReluCNN):
         super().__init__(
             features=nn.Sequential(
                 Standardize(),
-                *conv_relu(3, 32, 3, padding=1), nn.MaxPool2d(2, 2),   # 64 → 32
-                BasicBlock(32, 32),                                    # identity shortcut
+                *conv_relu(3, 16, 3, padding=1), nn.MaxPool2d(2, 2),   # 64 → 32
+                BasicBlock(16, 16),                                    # identity shortcut
                 nn.MaxPool2d(2, 2),                                    # 32 → 16
-                BasicBlock(32, 64),                                    # 1×1 projection
+                BasicBlock(16, 32),                                    # 1×1 projection
                 nn.MaxPool2d(2, 2),                                    # 16 → 8
-                BasicBlock(64, 128),                                   # 1×1 projection
+                BasicBlock(32, 64),                                    # 1×1 projection
             ),
-            head=gap_head(128, num_classes),
+            head=gap_head(64, num_classes),
         )
 
 

@@ -1,0 +1,102 @@
+"""CAM / Grad-CAM from the service against a PyTorch autograd reference, and whether the heatmaps
+point at the digit on the placed-digits test split."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from service.manifest import Manifest
+from service.preprocessing import decode_image, prepare
+from tests.conftest import MODELS, ROOT, SHIPPED, encode, manifest, upload
+from training.export import load_exported
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def torch_heatmap(model: torch.nn.Module, batch: np.ndarray, class_index: int, method: str) -> np.ndarray:
+    """The reference: the same formulas with torch autograd, on weights read back from model.onnx."""
+    maps = model.features(torch.from_numpy(batch)).detach().requires_grad_(True)
+    logits = model.head(maps)
+    if method == "cam":
+        weights = model.cam_weights()[0][class_index]
+        raw = torch.einsum("k,khw->hw", weights, maps[0])
+    else:
+        (grad,) = torch.autograd.grad(logits[0, class_index], maps)
+        raw = (grad[0].mean(dim=(1, 2))[:, None, None] * maps[0]).sum(0)
+    cam = torch.relu(raw)
+    span = cam.max() - cam.min()
+    return ((cam - cam.min()) / span if span > 0 else torch.zeros_like(cam)).detach().numpy()
+
+
+def sample_images(name: str, mnist_test, placed_test) -> list[bytes]:
+    data = placed_test if manifest(name)["metrics"]["dataset"] == "placed" else mnist_test
+    return [encode(data.images[i]) for i in (0, 137, 402)]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_heatmaps_equal_the_torch_reference(client, mnist_test, placed_test, name):
+    reference_model = load_exported(MODELS / name / "1")
+    model_manifest = Manifest.model_validate(manifest(name))
+    for data in sample_images(name, mnist_test, placed_test):
+        batch = prepare(decode_image(data, 10**8), model_manifest).batch
+        for method in model_manifest.heatmaps.methods:
+            for requested in (None, "3"):
+                query = f"method={method}" + (f"&class={requested}" if requested else "")
+                body = client.post(f"/models/{name}/cam?{query}", files=upload(data)).json()
+                assert body["method"] == method
+                if requested:
+                    assert body["class_index"] == 3 and body["label"] == "3"
+                else:
+                    assert body["class_index"] == body["predicted"]["index"]
+                expected = torch_heatmap(reference_model, batch, body["class_index"], method)
+                got = np.array(body["heatmap"])
+                assert got.shape == expected.shape == tuple(body["feature_size"])
+                assert np.abs(got - expected).max() <= 1e-4
+                upsampled = np.array(body["heatmap_input"])
+                assert upsampled.shape == tuple(body["input_size"]) and 0 <= upsampled.min() and upsampled.max() <= 1
+
+
+def test_default_method_is_the_best_supported(client, placed_test, mnist_test):
+    assert client.post("/models/cam_net/cam", files=upload(encode(placed_test.images[0]))).json()["method"] == "cam"
+    assert client.post("/models/lenet5/cam", files=upload(encode(mnist_test.images[0, 0]))).json()["method"] == "gradcam"
+
+
+def test_png_and_overlay_formats(client, placed_test):
+    canvas = np.asarray(Image.fromarray(placed_test.images[5].transpose(1, 2, 0)).resize((200, 150)))
+    for fmt in ("png", "overlay"):
+        response = client.post(f"/models/cam_net/cam?format={fmt}&class=2", files=upload(encode(canvas)))
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        assert response.headers["x-class-index"] == "2" and response.headers["x-method"] == "cam"
+        picture = Image.open(io.BytesIO(response.content))
+        assert picture.size == (200, 150) and picture.mode == "RGB"  # the input image's own size
+    plain = np.asarray(Image.open(io.BytesIO(client.post("/models/cam_net/cam?format=png", files=upload(encode(canvas))).content)))
+    faint = np.asarray(Image.open(io.BytesIO(client.post("/models/cam_net/cam?format=overlay&opacity=0", files=upload(encode(canvas))).content)))
+    assert np.abs(faint.astype(int) - canvas.astype(int)).max() <= 1  # opacity 0: the image itself
+    assert not np.array_equal(plain, faint)
+
+
+def peak_in_box_rate(client, name: str, placed_test, count: int) -> float:
+    hits = 0
+    for image, box in zip(placed_test.images[:count], placed_test.boxes[:count]):
+        body = client.post(f"/models/{name}/cam", files=upload(encode(image))).json()
+        heat = np.array(body["heatmap_input"])
+        y, x = np.unravel_index(int(heat.argmax()), heat.shape)
+        x0, y0, x1, y1 = box
+        hits += bool(x0 <= x < x1 and y0 <= y < y1)
+    return hits / count
+
+
+@pytest.mark.slow
+def test_heatmap_peaks_fall_on_the_digit(client, placed_test):
+    rates = {name: peak_in_box_rate(client, name, placed_test, 500 if name == "cam_net" else 200)
+             for name in SHIPPED if manifest(name)["metrics"]["dataset"] == "placed"}
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "localisation.json").write_text(json.dumps(rates, indent=2))
+    print("heatmap peak inside the digit's box:", {k: f"{v:.1%}" for k, v in rates.items()})
+    assert rates["cam_net"] >= 0.90

@@ -1,0 +1,65 @@
+"""GET /models, /models/{name} and the architecture summaries, against SEEDS.md and the ONNX files."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import MODELS, SHIPPED, manifest
+from training.export import float_initializer_count
+
+SEEDS_TOTALS = {"lenet5": 61_706, "mnist_cnn_a": 118_346, "mnist_cnn_b": 1_199_882}
+
+
+def test_list_models(client, settings):
+    body = client.get("/models").json()
+    assert body["default_model"] == settings.default_model
+    assert [m["name"] for m in body["models"]] == SHIPPED
+    for info in body["models"]:
+        m = manifest(info["name"])
+        assert info["status"] == "ready" and info["providers"] == ["CPUExecutionProvider"]
+        assert info["test_accuracy"] == m["metrics"]["test_accuracy"]
+        assert [info["input"]["channels"], info["input"]["height"], info["input"]["width"]] == m["input"]["shape"][1:]
+        assert info["labels"] == [str(d) for d in range(10)]
+
+
+def test_one_model_and_unknown(client):
+    info = client.get("/models/cam_net").json()
+    assert info["heatmap_methods"] == ["cam", "gradcam"] and info["versions"] == ["1"]
+    assert client.get("/models/lenet5").json()["heatmap_methods"] == ["gradcam"]
+    missing = client.get("/models/nope")
+    assert missing.status_code == 404 and "cam_net" in missing.json()["detail"]
+    assert client.get("/models/lenet5?version=9").status_code == 404
+
+
+def test_mnist_cnn_b_summary_matches_seeds(client):
+    body = client.get("/models/mnist_cnn_b/summary").json()
+    with_params = [(r["type"], r["params"]) for r in body["layers"] if r["params"]]
+    assert with_params == [("Conv2d", 320), ("Conv2d", 18_496), ("Linear", 1_179_776), ("Linear", 1_290)]
+    shapes = [r["output_shape"] for r in body["layers"] if r["type"] in ("Conv2d", "MaxPool2d", "Flatten", "Linear")]
+    assert shapes == [[32, 26, 26], [64, 24, 24], [64, 12, 12], [9216], [128], [10]]
+    assert body["totals"]["total_params"] == 1_199_882 == body["totals"]["trainable_params"]
+    conv2 = next(r for r in body["layers"] if r["params"] == 18_496)
+    assert conv2["kernel"] == [3, 3] and conv2["stride"] == [1, 1] and conv2["padding"] == [0, 0]
+    assert conv2["macs"] == 3 * 3 * 32 * 64 * 24 * 24
+    assert body["totals"]["size_bytes"] == 4 * 1_199_882
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_summary_agrees_with_the_onnx_initializers(client, name):
+    body = client.get(f"/models/{name}/summary").json()
+    onnx_params = float_initializer_count(MODELS / name / "1" / "model.onnx")
+    assert body["totals"]["total_params"] == onnx_params == sum(r["params"] for r in body["layers"])
+    if name in SEEDS_TOTALS:
+        assert onnx_params == SEEDS_TOTALS[name]
+
+
+def test_summary_as_text(client):
+    response = client.get("/models/mnist_cnn_b/summary?format=text")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert "Total params: 1,199,882" in text and "18,496" in text and "1,179,776" in text
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("Layer (type)"))
+    assert all(len(line) <= len(lines[1]) for line in lines[1:] if line)  # fixed width under the rule
+    assert header.index("Param #") > header.index("Output shape")
+    assert client.get("/models/mnist_cnn_b/summary?format=xml").status_code == 422

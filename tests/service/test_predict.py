@@ -1,0 +1,97 @@
+"""POST /predict on real digits, through the real app and ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import SHIPPED, encode, manifest, upload
+
+MNIST_MODELS = [m for m in SHIPPED if manifest(m)["metrics"]["dataset"] == "mnist"]
+RGB_MODELS = [m for m in SHIPPED if manifest(m)["metrics"]["dataset"] == "placed"]
+
+
+def ten_per_class(labels: np.ndarray, n: int = 10) -> np.ndarray:
+    return np.concatenate([np.flatnonzero(labels == c)[:n] for c in range(10)])
+
+
+@pytest.mark.parametrize("model", MNIST_MODELS)
+def test_mnist_models_classify_real_digits(client, mnist_test, model):
+    picks = ten_per_class(mnist_test.labels)
+    light_right = dark_right = 0
+    for i in picks:
+        digit, label = mnist_test.images[i, 0], str(mnist_test.labels[i])
+        body = client.post(f"/predict?model={model}&top_k=3", files=upload(encode(digit))).json()
+        light_right += body["predictions"][0]["label"] == label
+        assert not body["inverted"]
+        # The same digit as a person would scan it: dark ink on white paper, larger, as JPEG.
+        page = Image.fromarray(255 - digit).resize((140, 140), Image.Resampling.BICUBIC)
+        body = client.post(f"/predict?model={model}", files=upload(encode(np.asarray(page), "JPEG"), "d.jpg", "image/jpeg")).json()
+        dark_right += body["predictions"][0]["label"] == label
+        assert body["inverted"]
+    assert light_right / len(picks) >= 0.95
+    assert dark_right / len(picks) >= 0.93
+
+
+@pytest.mark.parametrize("model", RGB_MODELS)
+def test_rgb_models_classify_placed_digits(client, placed_test, model):
+    picks = ten_per_class(placed_test.labels)
+    right = sum(
+        client.post(f"/predict?model={model}", files=upload(encode(placed_test.images[i]))).json()["predictions"][0]["label"]
+        == str(placed_test.labels[i])
+        for i in picks
+    )
+    assert right / len(picks) >= 0.9
+
+
+def test_response_shape_and_probabilities(client, mnist_test):
+    body = client.post("/predict?model=lenet5&top_k=10", files=upload(encode(mnist_test.images[0, 0]))).json()
+    assert body["model"] == "lenet5" and body["version"] == "1"
+    assert body["provider"] == "CPUExecutionProvider"
+    probabilities = [p["probability"] for p in body["predictions"]]
+    assert len(probabilities) == 10 and abs(sum(probabilities) - 1) < 1e-6
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sorted(p["index"] for p in body["predictions"]) == list(range(10))
+    timings = body["timings"]
+    assert 0 < timings["inference_ms"] <= timings["total_ms"]
+
+
+def test_default_model_and_top_k(client, settings, mnist_test):
+    body = client.post("/predict?top_k=2", files=upload(encode(mnist_test.images[0, 0]))).json()
+    assert body["model"] == settings.default_model and len(body["predictions"]) == 2
+
+
+@pytest.mark.parametrize("fmt,mime", [("BMP", "image/bmp"), ("WEBP", "image/webp"), ("GIF", "image/gif"), ("JPEG", "image/jpeg")])
+def test_accepted_formats(client, mnist_test, fmt, mime):
+    index = int(np.flatnonzero(mnist_test.labels == 3)[0])
+    body = client.post("/predict?model=lenet5", files=upload(encode(mnist_test.images[index, 0], fmt), f"d.{fmt.lower()}", mime)).json()
+    assert body["predictions"][0]["label"] == "3"
+
+
+def test_gif_uses_the_first_frame(client, mnist_test):
+    import io
+
+    def label_of(data: bytes, mime: str = "image/png") -> str:
+        return client.post("/predict?model=mnist_cnn_b", files=upload(data, "f", mime)).json()["predictions"][0]["label"]
+
+    first, second = (mnist_test.images[int(np.flatnonzero(mnist_test.labels == d)[0]), 0] for d in (7, 1))
+    assert label_of(encode(first)) != label_of(encode(second))
+    buffer = io.BytesIO()
+    Image.fromarray(first).save(buffer, "GIF", save_all=True, append_images=[Image.fromarray(second)] * 2)
+    assert label_of(buffer.getvalue(), "image/gif") == label_of(encode(first))
+
+
+def test_exif_orientation_is_applied(client, mnist_test):
+    """A phone photo stored sideways with an EXIF 'rotate' tag is classified upright."""
+    import io
+
+    index = int(np.flatnonzero(mnist_test.labels == 7)[0])
+    upright = Image.fromarray(255 - mnist_test.images[index, 0]).resize((112, 112))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the sensor wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", exif=exif.tobytes(), quality=95)
+    body = client.post("/predict?model=mnist_cnn_b", files=upload(buffer.getvalue(), "p.jpg", "image/jpeg")).json()
+    assert body["predictions"][0]["label"] == "7"
