@@ -61,6 +61,26 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _examples(args: argparse.Namespace) -> int:
+    """A few real test-split images for the README's curl commands (never seen in training)."""
+    import numpy as np
+    from PIL import Image
+
+    from .data import mnist_digits, placed_digits
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    digits, canvases = mnist_digits("test"), placed_digits("test")
+    first = {label: int(np.flatnonzero(digits.labels == label)[0]) for label in range(10)}
+    Image.fromarray(digits.images[first[7], 0]).save(args.out / "digit_7.png")
+    page = Image.fromarray(255 - digits.images[first[2], 0]).resize((168, 168), Image.Resampling.BICUBIC)
+    page.save(args.out / "digit_2_dark_on_light.jpg", quality=90)
+    index = int(np.flatnonzero(canvases.labels == 3)[0])
+    Image.fromarray(canvases.images[index].transpose(1, 2, 0)).save(args.out / "placed_3.png")
+    for path in sorted(args.out.iterdir()):
+        print(path)
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     for name in list_architectures():
         print(f"{name:16s} {get_architecture(name).description}")
@@ -94,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default="1", help="version directory (default 1)")
     p.add_argument("--models-dir", type=Path, default=MODELS)
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("examples", help="write example images from the test split (for the README)")
+    p.add_argument("--out", type=Path, default=Path("examples"))
+    p.set_defaults(func=_examples)
 
     p = sub.add_parser("zoo", help="train and export every shipped model (what `make models` runs)")
     p.add_argument("names", nargs="*", metavar="NAME", help=f"subset of: {', '.join(SHIPPED)} (default: all)")

@@ -87,7 +87,7 @@ def place_digit(digit: np.ndarray, rng: np.random.Generator, canvas: int = CANVA
     image = background + gradient
     image = image * (1 - alpha[..., None]) + ink * alpha[..., None]
     image = image + rng.normal(0, 0.06, image.shape)
-    ys, xs = np.nonzero(alpha > 0.2)
+    ys, xs = np.nonzero(alpha > 0.05)  # every visibly inked pixel
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), box
 
