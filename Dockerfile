@@ -8,7 +8,7 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 RUN /opt/venv/bin/pip install --no-compile '.[serve]' \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
- && rm -rf /opt/venv/lib/python3*/site-packages/pip /opt/venv/lib/python3*/site-packages/setuptools*
+ && cd /opt/venv/lib/python3*/site-packages && rm -rf pip* setuptools* pkg_resources _distutils_hack
 
 FROM python:3.11-slim AS runtime
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test models bench clean
+.PHONY: serve test models container-runtime clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.serve
 	$(BIN)/cnn-serve
 
-test: $(VENV)/.dev
+# The container test builds the image and runs docker-compose.yml with podman. Machines here have no
+# Docker engine: when podman is missing and the shared setup script is beside the checkout, use it.
+container-runtime:
+	@if ! command -v podman >/dev/null && [ -x ../shared/containers/podman-setup ]; then ../shared/containers/podman-setup; fi
+
+test: $(VENV)/.dev container-runtime
 	$(BIN)/python -m pytest
 
 # Re-train and re-export every shipped model into models/ (about half an hour on 2 cores).

@@ -27,7 +27,7 @@ from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.func import functional_call
 
-from .architectures import CNN
+from .architectures import CNN, get_architecture
 from .data import LABELS, load_dataset
 from .summary import summarize
 from .train import load_run, to_input
@@ -210,7 +210,7 @@ def export_run(run_dir: Path, models_dir: Path, name: str | None = None, version
         "name": name,
         "version": version,
         "architecture": config.arch,
-        "description": model.__doc__.strip().splitlines()[0] if model.__doc__ else config.arch,
+        "description": get_architecture(config.arch).description,
         "labels": LABELS,
         "input": {"name": "input", "dtype": "float32", "shape": [-1, *spec.shape],
                   "channels": spec.channels, "height": spec.height, "width": spec.width},

@@ -7,9 +7,9 @@ SHIPPED: dict[str, TrainConfig] = {
     "mnist_cnn_a": TrainConfig("mnist_cnn_a", "mnist", epochs=30, batch_size=64, patience=6),
     # The material's settings for B: batch 200, up to 30 epochs, early stopping with patience 10.
     "mnist_cnn_b": TrainConfig("mnist_cnn_b", "mnist", epochs=30, batch_size=200, patience=10),
-    "alexnet_small": TrainConfig("alexnet_small", "placed", epochs=30, batch_size=64, lr=1e-3, patience=6),
-    "vgg_small": TrainConfig("vgg_small", "placed", epochs=30, batch_size=64, lr=1e-3, patience=6),
-    "resnet_small": TrainConfig("resnet_small", "placed", epochs=30, batch_size=64, lr=1e-3, patience=6),
-    "inception_small": TrainConfig("inception_small", "placed", epochs=30, batch_size=64, lr=1e-3, patience=6),
-    "cam_net": TrainConfig("cam_net", "placed", epochs=30, batch_size=64, lr=1e-3, patience=6),
+    "alexnet_small": TrainConfig("alexnet_small", "placed", epochs=60, batch_size=32, lr=1e-3, patience=8),
+    "vgg_small": TrainConfig("vgg_small", "placed", epochs=60, batch_size=32, lr=1e-3, patience=8),
+    "resnet_small": TrainConfig("resnet_small", "placed", epochs=60, batch_size=32, lr=1e-3, patience=8),
+    "inception_small": TrainConfig("inception_small", "placed", epochs=60, batch_size=32, lr=1e-3, patience=8),
+    "cam_net": TrainConfig("cam_net", "placed", epochs=30, batch_size=32, lr=1e-3, patience=8),
 }

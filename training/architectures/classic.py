@@ -5,6 +5,7 @@ from torch import nn
 from .registry import CNN, InputSpec, register
 
 
+@register("lenet5", "LeNet-5 (LeCun et al. 1998): tanh, average pooling, 32×32 gray input")
 class LeNet5(CNN):
     """32×32×1 → C1 5×5×6 → S2 avg → C3 5×5×16 → S4 avg → C5 (5×5 conv to 120) → F6 84 → 10, tanh."""
 
@@ -25,6 +26,7 @@ class LeNet5(CNN):
         )
 
 
+@register("mnist_cnn_a", "MNIST CNN A from the material: two 5×5 conv/pool stages, Dense(64)")
 class MnistCnnA(CNN):
     """Conv(32, 5×5) → pool → Conv(64, 5×5) → pool → Dense(64) → Dense(10), ReLU."""
 
@@ -44,6 +46,7 @@ class MnistCnnA(CNN):
         )
 
 
+@register("mnist_cnn_b", "MNIST CNN B from the material: two 3×3 convs, pool, dropout, Dense(128)")
 class MnistCnnB(CNN):
     """Conv(32, 3×3) → Conv(64, 3×3) → pool → Dropout .25 → Dense(128) → Dropout .5 → Dense(10)."""
 
@@ -61,18 +64,3 @@ class MnistCnnB(CNN):
                 nn.Linear(128, num_classes),
             ),
         )
-
-
-@register("lenet5", "LeNet-5 (LeCun et al. 1998): tanh, average pooling, 32×32 gray input")
-def lenet5(num_classes: int = 10) -> CNN:
-    return LeNet5(num_classes)
-
-
-@register("mnist_cnn_a", "MNIST CNN A from the material: two 5×5 conv/pool stages, Dense(64)")
-def mnist_cnn_a(num_classes: int = 10) -> CNN:
-    return MnistCnnA(num_classes)
-
-
-@register("mnist_cnn_b", "MNIST CNN B from the material: two 3×3 convs, pool, dropout, Dense(128)")
-def mnist_cnn_b(num_classes: int = 10) -> CNN:
-    return MnistCnnB(num_classes)

@@ -45,6 +45,7 @@ class ReluCNN(CNN):
                 nn.init.zeros_(module.bias)
 
 
+@register("alexnet_small", "AlexNet-style: 8×8 stride-4 first conv, overlapping max-pool, dropout FC head")
 class AlexNetSmall(ReluCNN):
     """Large strided first conv (8×8 / 4), ReLU, overlapping 3×3 / 2 max-pool, dropout FC head."""
 
@@ -70,6 +71,7 @@ class AlexNetSmall(ReluCNN):
         )
 
 
+@register("vgg_small", "VGG-style: stacks of 3×3 convs, pooling halves the maps, channels double, FC head")
 class VggSmall(ReluCNN):
     """Only 3×3 convs, two per stage; each pool halves H and W, each stage doubles the channels."""
 
@@ -110,6 +112,7 @@ class BasicBlock(nn.Module):
         return self.relu2(self.conv2(self.relu1(self.conv1(x))) + self.shortcut(x))
 
 
+@register("resnet_small", "ResNet-style: basic blocks with identity and 1×1-projection shortcuts, GAP head")
 class ResNetSmall(ReluCNN):
     input_spec = RGB_64
     supports_cam = True
@@ -118,14 +121,14 @@ class ResNetSmall(ReluCNN):
         super().__init__(
             features=nn.Sequential(
                 Standardize(),
-                *conv_relu(3, 16, 3, padding=1), nn.MaxPool2d(2, 2),   # 64 → 32
-                BasicBlock(16, 16),                                    # identity shortcut
+                *conv_relu(3, 24, 3, padding=1), nn.MaxPool2d(2, 2),   # 64 → 32
+                BasicBlock(24, 24),                                    # identity shortcut
                 nn.MaxPool2d(2, 2),                                    # 32 → 16
-                BasicBlock(16, 32),                                    # 1×1 projection
+                BasicBlock(24, 48),                                    # 1×1 projection
                 nn.MaxPool2d(2, 2),                                    # 16 → 8
-                BasicBlock(32, 64),                                    # 1×1 projection
+                BasicBlock(48, 96),                                    # 1×1 projection
             ),
-            head=gap_head(64, num_classes),
+            head=gap_head(96, num_classes),
         )
 
 
@@ -144,6 +147,7 @@ class InceptionModule(nn.Module):
         return torch.cat([self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)], dim=1)
 
 
+@register("inception_small", "Inception-style: parallel 1×1/3×3/5×5/pool branches with 1×1 bottlenecks, GAP head")
 class InceptionSmall(ReluCNN):
     input_spec = RGB_64
     supports_cam = True
@@ -162,6 +166,7 @@ class InceptionSmall(ReluCNN):
         )
 
 
+@register("cam_net", "CAM network: conv stack → global average pooling → one linear layer")
 class CamNet(ReluCNN):
     """Conv stack → global average pooling → one linear layer (Zhou et al. 2016)."""
 
@@ -174,33 +179,8 @@ class CamNet(ReluCNN):
                 Standardize(),
                 *conv_relu(3, 24, 3, padding=1), nn.MaxPool2d(2, 2),    # 64 → 32
                 *conv_relu(24, 48, 3, padding=1), nn.MaxPool2d(2, 2),   # 32 → 16
-                *conv_relu(48, 96, 3, padding=1),
-                *conv_relu(96, 96, 3, padding=1),                       # 16×16 maps for the CAM
+                *conv_relu(48, 64, 3, padding=1),
+                *conv_relu(64, 64, 3, padding=1),                       # 16×16 maps for the CAM
             ),
-            head=gap_head(96, num_classes),
+            head=gap_head(64, num_classes),
         )
-
-
-@register("alexnet_small", "AlexNet-style: 8×8 stride-4 first conv, overlapping max-pool, dropout FC head")
-def alexnet_small(num_classes: int = 10) -> CNN:
-    return AlexNetSmall(num_classes)
-
-
-@register("vgg_small", "VGG-style: stacks of 3×3 convs, pooling halves the maps, channels double, FC head")
-def vgg_small(num_classes: int = 10) -> CNN:
-    return VggSmall(num_classes)
-
-
-@register("resnet_small", "ResNet-style: basic blocks with identity and 1×1-projection shortcuts, GAP head")
-def resnet_small(num_classes: int = 10) -> CNN:
-    return ResNetSmall(num_classes)
-
-
-@register("inception_small", "Inception-style: parallel 1×1/3×3/5×5/pool branches with 1×1 bottlenecks, GAP head")
-def inception_small(num_classes: int = 10) -> CNN:
-    return InceptionSmall(num_classes)
-
-
-@register("cam_net", "CAM network: conv stack → global average pooling → one linear layer")
-def cam_net(num_classes: int = 10) -> CNN:
-    return CamNet(num_classes)
