@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test models container-runtime clean
+.PHONY: serve test models bench container-runtime clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(VENV)/.dev container-runtime
 # Re-train and re-export every shipped model into models/ (about half an hour on 2 cores).
 models: $(VENV)/.dev
 	$(BIN)/training zoo
+
+# Service vs raw ONNX Runtime, the HTTP ceiling and a naive torch server (a few minutes; quiet machine).
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from ..dependencies import RepositoryDep, SettingsDep
@@ -44,16 +44,20 @@ async def list_models(repository: RepositoryDep, settings: SettingsDep) -> Model
 
 
 @router.get("/{name}", response_model=ModelInfo, responses=PROBLEM_RESPONSES, summary="One model's metadata")
-async def get_model(name: str, repository: RepositoryDep, version: Version = None) -> ModelInfo:
-    return model_info(repository.get(name, version), repository)
+async def get_model(request: Request, name: str, repository: RepositoryDep, version: Version = None) -> ModelInfo:
+    model = repository.get(name, version)
+    request.state.model = model.name
+    return model_info(model, repository)
 
 
 @router.get("/{name}/summary", response_model=SummaryResponse, responses={
     **PROBLEM_RESPONSES, 200: {"content": {"application/json": {}, "text/plain": {"example": "Layer (type) ..."}}}},
     summary="Architecture summary: layers, output shapes, parameters, multiply-adds")
-async def get_summary(name: str, repository: RepositoryDep, version: Version = None,
+async def get_summary(request: Request, name: str, repository: RepositoryDep, version: Version = None,
                       format: Annotated[Literal["json", "text"], Query(description="json, or a fixed-width text table")] = "json"):
-    summary = summary_response(repository.get(name, version))
+    model = repository.get(name, version)
+    request.state.model = model.name
+    summary = summary_response(model)
     if format == "text":
         return PlainTextResponse(render_summary(summary))
     return summary

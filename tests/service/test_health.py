@@ -78,3 +78,4 @@ def test_one_structured_log_line_per_request(client):
     entry = json.loads(lines[0])
     assert entry["request_id"] == response.headers["x-request-id"] and entry["path"] == "/models/lenet5"
     assert entry["status"] == 200 and entry["route"] == "/models/{name}" and entry["duration_ms"] >= 0
+    assert entry["model"] == "lenet5"

@@ -1,0 +1,160 @@
+"""``python -m bench``: the service against the physical limit, measured in one run, close in time.
+
+For each model: raw ONNX Runtime (in-process, the service's session settings) at batch 1 and at the
+best batch; the HTTP ceiling (same stack, constant answer); a naive eager-PyTorch server; and this
+service at several concurrencies, each from a load generator in its own process over loopback.
+Then the service's resident memory after loading, and after a long run. Prints a table, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.runtime import session_options
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = {"mnist": ROOT / "examples" / "digit_7.png", "placed": ROOT / "examples" / "placed_3.png"}
+
+
+def example_for(model_dir: Path) -> Path:
+    return EXAMPLES[json.loads((model_dir / "manifest.json").read_text())["metrics"]["dataset"]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def raw_onnxruntime(model_dir: Path, settings: Settings, seconds: float) -> dict:
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), session_options(settings), providers=["CPUExecutionProvider"])
+    shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
+    results = {}
+    for batch in (1, 2, 4, 8, 16, 32, 64, 128):
+        x = np.random.default_rng(0).random((batch, *shape[1:]), np.float32)
+        session.run(["logits"], {"input": x})
+        runs, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            session.run(["logits"], {"input": x})
+            runs += 1
+        elapsed = time.perf_counter() - started
+        results[batch] = {"images_per_s": round(runs * batch / elapsed, 1), "ms_per_run": round(elapsed / runs * 1e3, 3)}
+    best = max(results, key=lambda b: results[b]["images_per_s"])
+    return {"batch1": results[1], "best_batch": best, "best": results[best], "by_batch": results}
+
+
+class Server:
+    """A uvicorn server in its own process."""
+
+    def __init__(self, app: str, env: dict[str, str], factory: bool = False) -> None:
+        self.port = free_port()
+        command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        if factory:
+            command.append("--factory")
+        self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait(self, path: str) -> None:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code < 500:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError(f"server on {self.url} did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def load(url: str, image: Path, concurrency: int, seconds: float, max_requests: int = 100_000) -> dict:
+    output = subprocess.run([sys.executable, "-m", "bench.load", url, str(image), "--concurrency", str(concurrency),
+                             "--seconds", str(seconds), "--max-requests", str(max_requests)],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return json.loads(output)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["lenet5", "resnet_small"])
+    parser.add_argument("--seconds", type=float, default=8, help="duration of each measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--soak", type=int, default=10_000, help="requests for the memory-growth run")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = parser.parse_args()
+
+    settings = Settings(model_dir=ROOT / "models")
+    report: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                                "python": platform.python_version(), "onnxruntime": ort.__version__},
+                    "settings": {"inference_workers": settings.inference_workers, "intra_op_threads": settings.intra_op_threads},
+                    "models": {}}
+    for name in args.models:
+        model_dir = ROOT / "models" / name / "1"
+        image = example_for(model_dir)
+        entry: dict = {"raw": raw_onnxruntime(model_dir, settings, args.seconds / 4)}
+        ceiling = Server("bench.apps:ceiling", {}, factory=True)
+        ceiling.wait("/docs")
+        entry["http_ceiling"] = load(f"{ceiling.url}/predict", image, 16, args.seconds)
+        ceiling.stop()
+        naive = Server("bench.apps:naive", {"BENCH_MODEL_DIR": str(model_dir)}, factory=True)
+        naive.wait("/docs")
+        entry["naive_torch"] = {c: load(f"{naive.url}/predict", image, c, args.seconds) for c in (1, 16)}
+        naive.stop()
+        service = Server("service.app:create_app", {"CNNSERVE_MODEL_DIR": str(ROOT / "models"), "CNNSERVE_LOG_LEVEL": "warning"}, factory=True)
+        service.wait("/readyz")
+        entry["service"] = {c: load(f"{service.url}/predict?model={name}", image, c, args.seconds) for c in args.concurrency}
+        service.stop()
+        report["models"][name] = entry
+
+    service = Server("service.app:create_app", {"CNNSERVE_MODEL_DIR": str(ROOT / "models"), "CNNSERVE_LOG_LEVEL": "warning"}, factory=True)
+    service.wait("/readyz")
+    before = rss_mb(service.process.pid)
+    soak = load(f"{service.url}/predict?model={args.models[0]}", example_for(ROOT / "models" / args.models[0] / "1"), 16, 600, args.soak)
+    after = rss_mb(service.process.pid)
+    service.stop()
+    report["memory"] = {"rss_after_load_mb": round(before, 1), "rss_after_requests_mb": round(after, 1),
+                        "requests": soak["requests"], "errors": soak["errors"], "growth_pct": round((after / before - 1) * 100, 2)}
+    args.out.write_text(json.dumps(report, indent=2))
+    print_table(report)
+
+
+def print_table(report: dict) -> None:
+    for name, entry in report["models"].items():
+        raw = entry["raw"]
+        limit = min(entry["http_ceiling"]["rps"], raw["best"]["images_per_s"])
+        print(f"\n{name}: raw ORT batch 1 {raw['batch1']['images_per_s']:.0f} img/s ({raw['batch1']['ms_per_run']:.2f} ms), "
+              f"best batch {raw['best_batch']} {raw['best']['images_per_s']:.0f} img/s; HTTP ceiling {entry['http_ceiling']['rps']:.0f} req/s; "
+              f"naive torch c=16 {entry['naive_torch'][16]['rps']:.0f} req/s")
+        print(f"  {'concurrency':>11} {'req/s':>8} {'of limit':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        for c, r in entry["service"].items():
+            print(f"  {c:>11} {r['rps']:>8.0f} {r['rps'] / limit:>8.0%} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7}")
+    m = report["memory"]
+    print(f"\nRSS after loading all models {m['rss_after_load_mb']} MB; after {m['requests']} requests {m['rss_after_requests_mb']} MB "
+          f"({m['growth_pct']:+.1f} %), errors {m['errors']}")
+
+
+if __name__ == "__main__":
+    main()

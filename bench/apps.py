@@ -1,0 +1,52 @@
+"""The comparison servers, each started by uvicorn in its own process.
+
+- ``ceiling``: the same FastAPI/uvicorn stack receiving the same multipart upload and answering a
+  constant: what HTTP alone costs.
+- ``naive``: a minimal FastAPI app that decodes the image and runs the PyTorch model eagerly per
+  request, the way a first prototype would.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, File, UploadFile
+from PIL import Image
+
+CONSTANT = {"model": "constant", "predictions": [{"index": 0, "label": "0", "probability": 1.0}]}
+
+
+def ceiling() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/predict")
+    async def predict(file: UploadFile = File(...)) -> dict:
+        await file.read()
+        return CONSTANT
+
+    return app
+
+
+def naive() -> FastAPI:
+    import torch
+
+    from training.export import load_exported
+
+    torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "0")) or torch.get_num_threads())
+    model = load_exported(Path(os.environ["BENCH_MODEL_DIR"]))
+    channels, height, width = model.input_spec.shape
+    app = FastAPI()
+
+    @app.post("/predict")
+    def predict(file: UploadFile = File(...)) -> dict:
+        image = Image.open(io.BytesIO(file.file.read())).convert("L" if channels == 1 else "RGB")
+        pixels = np.asarray(image.resize((width, height)), np.float32).reshape(height, width, channels) / 255
+        with torch.no_grad():
+            probabilities = torch.softmax(model(torch.from_numpy(pixels.transpose(2, 0, 1)[None].copy())), 1)[0]
+        top = int(probabilities.argmax())
+        return {"model": "naive", "predictions": [{"index": top, "label": str(top), "probability": float(probabilities[top])}]}
+
+    return app
