@@ -113,23 +113,16 @@ def _quiet_exporter() -> None:
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str]) -> None:
     _quiet_exporter()
     batch = torch.export.Dim("batch", min=1, max=4096)
-    names = list(inputs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module, args, dynamo=True, opset_version=OPSET, input_names=inputs, output_names=outputs,
-            dynamic_shapes={name: {0: batch} for name in _forward_arg_names(module, names)}, verbose=False,
+            dynamic_shapes=tuple({0: batch} for _ in args), verbose=False,
             # No exporter-side graph rewriting: it merges equal initializers (e.g. all-zero biases), which
             # breaks "one initializer per parameter". ONNX Runtime optimises the graph when it loads it.
             optimize=False,
         )
     program.save(str(path), external_data=False)
-
-
-def _forward_arg_names(module: nn.Module, fallback: list[str]) -> list[str]:
-    import inspect
-
-    return list(inspect.signature(module.forward).parameters)[: len(fallback)]
 
 
 def sha256(path: Path) -> str:
