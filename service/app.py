@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.repository = repository
         app.state.engine = InferenceEngine(settings, metrics)
         yield
-        app.state.engine.shutdown()
+        await app.state.engine.close()
 
     app = FastAPI(title="CNN serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings

@@ -1,5 +1,5 @@
-"""The request pipelines (decode → preprocess → ONNX Runtime → postprocess / heatmap), run on a
-bounded thread pool so inference never blocks the event loop and never oversubscribes the cores."""
+"""The request pipelines: decode → preprocess → ONNX Runtime (dynamically batched) → postprocess or
+heatmap. CPU work runs on a bounded thread pool, so it never blocks the event loop nor oversubscribes the cores."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from . import cam
+from .batching import MicroBatcher
 from .errors import InvalidParameter
 from .metrics import Metrics
 from .postprocessing import softmax, top_k
@@ -63,54 +64,71 @@ def resolve_method(model: LoadedModel, requested: CamMethod | None) -> CamMethod
 
 
 class InferenceEngine:
+    """Runs the pipelines: CPU work on a bounded thread pool, model runs through per-model batchers."""
+
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
+        self._batchers: dict[tuple[str, str], MicroBatcher] = {}
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def shutdown(self) -> None:
+    async def close(self) -> None:
+        await asyncio.gather(*(b.close() for b in self._batchers.values()))
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    def _timed_classify(self, model: LoadedModel, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    def _batcher(self, model: LoadedModel) -> MicroBatcher:
+        key = (model.name, model.version)
+        if key not in self._batchers:
+            def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                started = time.perf_counter()
+                logits, features = model.sessions.classify(batch)  # type: ignore[union-attr]
+                self.metrics.observe_run(model.name, "model", len(batch), time.perf_counter() - started)
+                return logits, features
+
+            s = self.settings
+            self._batchers[key] = MicroBatcher(f"{model.name}/{model.version}", run, self.executor,
+                                               max_batch_size=s.max_batch_size, max_queue_delay_ms=s.max_queue_delay_ms,
+                                               max_queue=s.max_queue, collectors=s.inference_workers)
+        return self._batchers[key]
+
+    def _prepare(self, model: LoadedModel, data: bytes) -> tuple[Prepared, float, float]:
         started = time.perf_counter()
-        logits, features = model.sessions.classify(batch)  # type: ignore[union-attr]
-        seconds = time.perf_counter() - started
-        self.metrics.observe_run(model.name, "model", len(batch), seconds)
-        return logits, features, seconds
-
-    def classify(self, model: LoadedModel, data: bytes, k: int) -> Classification:
-        t0 = time.perf_counter()
         image = decode_image(data, self.settings.max_image_pixels)
-        t1 = time.perf_counter()
-        prepared = prepare(image, model.manifest)
-        t2 = time.perf_counter()
-        logits, _, run_s = self._timed_classify(model, prepared.batch)
-        probabilities = softmax(logits[0])
-        top = top_k(probabilities, k)
-        t3 = time.perf_counter()
-        timings = {"decode_ms": (t1 - t0) * 1e3, "preprocess_ms": (t2 - t1) * 1e3,
-                   "inference_ms": run_s * 1e3, "total_ms": (t3 - t0) * 1e3}
-        return Classification(probabilities, top, prepared, {k: round(v, 3) for k, v in timings.items()})
+        decoded = time.perf_counter()
+        return prepare(image, model.manifest), decoded - started, time.perf_counter() - decoded
 
-    def explain(self, model: LoadedModel, data: bytes, class_ref: str | None, method: CamMethod | None) -> Explanation:
+    async def classify(self, model: LoadedModel, data: bytes, k: int) -> Classification:
+        started = time.perf_counter()
+        prepared, decode_s, preprocess_s = await self.run(self._prepare, model, data)
+        submitted = time.perf_counter()
+        logits, _ = await self._batcher(model).submit(prepared.batch)
+        inference_s = time.perf_counter() - submitted
+        probabilities = softmax(logits[0])
+        timings = {"decode_ms": decode_s, "preprocess_ms": preprocess_s, "inference_ms": inference_s,
+                   "total_ms": time.perf_counter() - started}
+        return Classification(probabilities, top_k(probabilities, k), prepared,
+                              {name: round(seconds * 1e3, 3) for name, seconds in timings.items()})
+
+    async def explain(self, model: LoadedModel, data: bytes, class_ref: str | None, method: CamMethod | None) -> Explanation:
         chosen = resolve_method(model, method)
-        prepared = prepare(decode_image(data, self.settings.max_image_pixels), model.manifest)
-        logits, features, _ = self._timed_classify(model, prepared.batch)
+        prepared, _, _ = await self.run(self._prepare, model, data)
+        logits, features = await self._batcher(model).submit(prepared.batch)
         probabilities = softmax(logits[0])
         index = resolve_class(model, class_ref, int(probabilities.argmax()))
-        if chosen == "cam":
-            weights = np.asarray(model.manifest.heatmaps.cam.weights, np.float32)  # type: ignore[union-attr]
-            raw = cam.class_activation_map(features[0], weights[index])
-        else:
-            seed = np.zeros((1, len(model.manifest.labels)), np.float32)
-            seed[0, index] = 1
-            started = time.perf_counter()
-            gradients = model.sessions.head_gradient(features, seed)  # type: ignore[union-attr]
-            self.metrics.observe_run(model.name, "gradcam", 1, time.perf_counter() - started)
-            raw = cam.grad_cam(features[0], gradients[0])
-        heatmap = cam.normalise(raw)
+        heatmap = await self.run(self._heatmap, model, features, index, chosen)
         spec = model.manifest.input
         return Explanation(chosen, index, probabilities, heatmap, cam.upsample(heatmap, spec.width, spec.height), prepared)
+
+    def _heatmap(self, model: LoadedModel, features: np.ndarray, index: int, method: CamMethod) -> np.ndarray:
+        if method == "cam":
+            weights = np.asarray(model.manifest.heatmaps.cam.weights, np.float32)  # type: ignore[union-attr]
+            return cam.normalise(cam.class_activation_map(features[0], weights[index]))
+        seed = np.zeros((1, len(model.manifest.labels)), np.float32)
+        seed[0, index] = 1
+        started = time.perf_counter()
+        gradients = model.sessions.head_gradient(features, seed)  # type: ignore[union-attr]
+        self.metrics.observe_run(model.name, "gradcam", 1, time.perf_counter() - started)
+        return cam.normalise(cam.grad_cam(features[0], gradients[0]))

@@ -42,7 +42,7 @@ async def class_activation_map(
 ):
     loaded = repository.get(name, version)
     request.state.model = loaded.name
-    result = await engine.run(engine.explain, loaded, await file.read(), class_, method)
+    result = await engine.explain(loaded, await file.read(), class_, method)
     labels = loaded.manifest.labels
     score = float(result.probabilities[result.class_index])
     if format == "json":

@@ -33,7 +33,7 @@ async def predict(
     if top_k > settings.max_top_k:
         raise InvalidParameter(f"top_k must be at most {settings.max_top_k}; got {top_k}")
     labels = loaded.manifest.labels
-    result = await engine.run(engine.classify, loaded, await file.read(), min(top_k, len(labels)))
+    result = await engine.classify(loaded, await file.read(), min(top_k, len(labels)))
     return PredictResponse(
         model=loaded.name, version=loaded.version,
         predictions=[ClassScore(index=i, label=labels[i], probability=p) for i, p in result.top],
