@@ -21,7 +21,8 @@ def _train(args: argparse.Namespace) -> int:
     from .train import train
 
     base = SHIPPED.get(args.arch, TrainConfig(args.arch))
-    overrides = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "patience", "copies", "seed", "threads")
+    overrides = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "patience", "copies", "seed", "threads",
+                                                "label_smoothing")
                  if getattr(args, k) is not None}
     if args.no_augment:
         overrides["augment"] = False
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copies", type=int, help="placed dataset: canvases per training digit")
     p.add_argument("--seed", type=int, help=f"seed for the split, initialisation and batches (default {DEFAULT_SEED})")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per core)")
+    p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (0: none)")
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     p.add_argument("--out", type=Path, help="run directory (default runs/<arch>)")
     p.set_defaults(func=_train)

@@ -35,6 +35,7 @@ class TrainConfig:
     seed: int = DEFAULT_SEED
     threads: int = 0  # 0: torch's default (one per core)
     limit: int = 0    # train on this many evenly spread training images (0: all); for smoke tests
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -140,7 +141,7 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
             if config.augment and not fresh_canvases:
                 xb = random_affine(xb, generator)
             logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
