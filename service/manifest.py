@@ -71,6 +71,7 @@ class LayerRow(BaseModel):
     kernel: list[int] | None = None
     stride: list[int] | None = None
     padding: list[int] | None = None
+    dilation: list[int] | None = None
     params: int
     trainable_params: int
     macs: int

@@ -65,7 +65,8 @@ class ModelRepository:
             log.error("model directory %s does not exist", root)
             return
         for manifest_path in sorted(root.glob("*/*/manifest.json")):
-            self._load(manifest_path)
+            if not manifest_path.parent.name.startswith("."):  # an export still being written
+                self._load(manifest_path)
         if not self.models:
             self.errors.append(f"no models found under {root}")
 

@@ -9,9 +9,15 @@ def _dims(values: list[int] | None) -> str:
     return "×".join(str(v) for v in values) if values else "-"
 
 
+def _kernel(kernel: list[int] | None, dilation: list[int] | None) -> str:
+    if dilation and max(dilation) > 1:
+        return f"{_dims(kernel)} d{_dims(dilation)}"
+    return _dims(kernel)
+
+
 def render_summary(summary: SummaryResponse) -> str:
     header = ("Layer (type)", "Output shape", "Kernel", "Stride", "Padding", "Param #", "Mult-adds")
-    rows = [(f"{r.name} ({r.type})", _dims(r.output_shape), _dims(r.kernel), _dims(r.stride), _dims(r.padding),
+    rows = [(f"{r.name} ({r.type})", _dims(r.output_shape), _kernel(r.kernel, r.dilation), _dims(r.stride), _dims(r.padding),
              f"{r.params:,}", f"{r.macs:,}") for r in summary.layers]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     line = lambda cells: "  ".join(  # noqa: E731

@@ -28,9 +28,9 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.func import functional_call
 
 from .architectures import CNN, get_architecture
-from .data import LABELS, load_dataset
+from .data import LABELS, Dataset, load_dataset
 from .summary import summarize
-from .train import load_run, to_input
+from .train import TrainConfig, load_run, to_input
 
 OPSET = 18
 TOLERANCE = 1e-4
@@ -183,8 +183,23 @@ def export_run(run_dir: Path, models_dir: Path, name: str | None = None, version
     test = load_dataset(config.dataset, "test", config.seed)
     images = to_input(test.images[:PARITY_IMAGES], model.input_spec)
     directory = models_dir / name / version
-    staging = directory.with_name(f".{version}.partial")
+    staging = directory.with_name(f".{version}.partial")  # hidden: never read as a model version
     shutil.rmtree(staging, ignore_errors=True)
+    try:
+        manifest = _write_version(config, model, report, test, images, staging, name, version)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for plot in ("training.png", "confusion.png"):
+        shutil.copy(run_dir / plot, staging / plot)
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+    return manifest
+
+
+def _write_version(config: TrainConfig, model: CNN, report: dict[str, Any], test: Dataset, images: torch.Tensor,
+                   staging: Path, name: str, version: str) -> dict[str, Any]:
+    """Graphs, checks and manifest into ``staging``; raises before anything is renamed into place."""
     parity = export_model(model, staging, images)
 
     summary = summarize(model)
@@ -243,10 +258,6 @@ def export_run(run_dir: Path, models_dir: Path, name: str | None = None, version
         "summary": summary,
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    for plot in ("training.png", "confusion.png"):
-        shutil.copy(run_dir / plot, staging / plot)
-    shutil.rmtree(directory, ignore_errors=True)
-    staging.rename(directory)
     return manifest
 
 

@@ -41,13 +41,14 @@ def layer_rows(model: CNN) -> list[dict[str, Any]]:
                 "type": type(module).__name__,
                 "input_shape": list(inputs[0].shape[1:]),
                 "output_shape": list(output.shape[1:]),
-                "kernel": None, "stride": None, "padding": None,
+                "kernel": None, "stride": None, "padding": None, "dilation": None,
                 "params": sum(p.numel() for p in params),
                 "trainable_params": sum(p.numel() for p in params if p.requires_grad),
                 "macs": _macs(module, output),
             }
             if isinstance(module, WINDOWED):
-                row.update(kernel=_pair(module.kernel_size), stride=_pair(module.stride), padding=_pair(module.padding))
+                row.update(kernel=_pair(module.kernel_size), stride=_pair(module.stride), padding=_pair(module.padding),
+                           dilation=_pair(getattr(module, "dilation", 1)))
             rows.append(row)
         return hook
 

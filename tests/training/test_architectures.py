@@ -18,8 +18,9 @@ SEEDS_ROWS = {  # parameterised layers, in order
 SEEDS_CNN_B_SHAPES = [(32, 26, 26), (64, 24, 24), (64, 12, 12), (9_216,), (128,), (10,)]
 
 
-def output_size(w: int, f: int, p: int, s: int) -> int:
-    """(W − F + 2P) / S + 1, which must be whole."""
+def output_size(w: int, f: int, p: int, s: int, d: int = 1) -> int:
+    """(W − F + 2P) / S + 1, which must be whole; a dilated kernel spans F = d·(F − 1) + 1."""
+    f = d * (f - 1) + 1
     assert (w - f + 2 * p) % s == 0, f"stride {s} does not fit W={w}, F={f}, P={p}"
     return (w - f + 2 * p) // s + 1
 
@@ -28,6 +29,7 @@ def test_formula_examples_from_seeds():
     assert output_size(7, 3, 0, 1) == 5
     assert output_size(7, 3, 0, 2) == 3
     assert output_size(7, 3, 1, 1) == 7
+    assert output_size(7, 3, 2, 1, d=2) == 7  # a dilated 3×3 spans 5×5
     with pytest.raises(AssertionError):
         output_size(7, 3, 0, 3)
 
@@ -62,7 +64,8 @@ def test_every_layer_obeys_the_output_size_formula(arch):
     assert windowed, "every CNN has convolutions"
     for row in windowed:
         for axis in (1, 2):
-            expected = output_size(row["input_shape"][axis], row["kernel"][axis - 1], row["padding"][axis - 1], row["stride"][axis - 1])
+            expected = output_size(row["input_shape"][axis], row["kernel"][axis - 1], row["padding"][axis - 1],
+                                   row["stride"][axis - 1], row["dilation"][axis - 1])
             assert row["output_shape"][axis] == expected, row["name"]
         if row["type"] == "Conv2d":
             kh, kw = row["kernel"]

@@ -24,8 +24,8 @@ class Standardize(nn.Module):
         return (x - mean) / std
 
 
-def conv_relu(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel, stride, padding), nn.ReLU()]
+def conv_relu(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation), nn.ReLU()]
 
 
 def gap_head(channels: int, num_classes: int) -> nn.Sequential:
@@ -168,7 +168,11 @@ class InceptionSmall(ReluCNN):
 
 @register("cam_net", "CAM network: conv stack → global average pooling → one linear layer")
 class CamNet(ReluCNN):
-    """Conv stack → global average pooling → one linear layer (Zhou et al. 2016)."""
+    """Conv stack → global average pooling → one linear layer (Zhou et al. 2016).
+
+    One pooling only, so the class activation maps are 32×32 (2-pixel cells) and their peaks land
+    on the strokes; dilated 3×3 convs widen the receptive field to 24 px without more pooling.
+    """
 
     input_spec = RGB_64
     supports_cam = True
@@ -177,10 +181,10 @@ class CamNet(ReluCNN):
         super().__init__(
             features=nn.Sequential(
                 Standardize(),
-                *conv_relu(3, 24, 3, padding=1), nn.MaxPool2d(2, 2),    # 64 → 32
-                *conv_relu(24, 48, 3, padding=1), nn.MaxPool2d(2, 2),   # 32 → 16
-                *conv_relu(48, 64, 3, padding=1),
-                *conv_relu(64, 64, 3, padding=1),                       # 16×16 maps for the CAM
+                *conv_relu(3, 24, 3, padding=1), nn.MaxPool2d(2, 2),   # 64 → 32
+                *conv_relu(24, 48, 3, padding=1),
+                *conv_relu(48, 64, 3, padding=2, dilation=2),
+                *conv_relu(64, 64, 3, padding=2, dilation=2),          # 32×32 maps for the CAM
             ),
             head=gap_head(64, num_classes),
         )
