@@ -45,9 +45,10 @@ class ReluCNN(CNN):
                 nn.init.zeros_(module.bias)
 
 
-@register("alexnet_small", "AlexNet-style: 8×8 stride-4 first conv, overlapping max-pool, dropout FC head")
+@register("alexnet_small", "AlexNet-style: large strided 8×8 first conv, overlapping max-pools, dropout FC head")
 class AlexNetSmall(ReluCNN):
-    """Large strided first conv (8×8 / 4), ReLU, overlapping 3×3 / 2 max-pool, dropout FC head."""
+    """Large strided first conv (8×8 / 2), ReLU, overlapping 3×3 / 2 max-pools, FC head with dropout
+    after each hidden FC layer (as AlexNet's FC6 / FC7)."""
 
     input_spec = RGB_64
 
@@ -55,17 +56,17 @@ class AlexNetSmall(ReluCNN):
         super().__init__(
             features=nn.Sequential(
                 Standardize(),
-                *conv_relu(3, 32, 8, stride=4),             # 64 → 15
-                nn.MaxPool2d(3, 2),                         # 15 → 7 (overlapping)
+                *conv_relu(3, 32, 8, stride=2, padding=2),  # 64 → 31
+                nn.MaxPool2d(3, 2),                         # 31 → 15 (overlapping)
                 *conv_relu(32, 64, 5, padding=2),
                 *conv_relu(64, 96, 3, padding=1),
                 *conv_relu(96, 96, 3, padding=1),
             ),
             head=nn.Sequential(
-                nn.MaxPool2d(3, 2),                         # 7 → 3
+                nn.MaxPool2d(3, 2),                         # 15 → 7
                 nn.Flatten(),
-                nn.Dropout(0.5), nn.Linear(3 * 3 * 96, 256), nn.ReLU(),
-                nn.Dropout(0.5), nn.Linear(256, 256), nn.ReLU(),
+                nn.Linear(7 * 7 * 96, 256), nn.ReLU(), nn.Dropout(0.5),
+                nn.Linear(256, 256), nn.ReLU(), nn.Dropout(0.5),
                 nn.Linear(256, num_classes),
             ),
         )
@@ -153,8 +154,8 @@ class InceptionSmall(ReluCNN):
     supports_cam = True
 
     def __init__(self, num_classes: int = 10) -> None:
-        a = InceptionModule(32, 16, 16, 24, 8, 8, 8)                   # → 56 channels
-        b = InceptionModule(a.out_channels, 32, 24, 48, 8, 16, 16)     # → 112 channels
+        a = InceptionModule(32, 32, 24, 48, 8, 16, 16)                 # → 112 channels
+        b = InceptionModule(a.out_channels, 48, 32, 64, 12, 24, 24)    # → 160 channels
         super().__init__(
             features=nn.Sequential(
                 Standardize(),
