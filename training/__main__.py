@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .architectures import get_architecture, list_architectures
 from .data import DATASETS, DEFAULT_SEED
-from .recipes import SHIPPED
+from .recipes import RECIPES, SHIPPED
 from .train import TrainConfig
 
 RUNS = Path("runs")
@@ -20,7 +20,7 @@ MODELS = Path("models")
 def _train(args: argparse.Namespace) -> int:
     from .train import train
 
-    base = SHIPPED.get(args.arch, TrainConfig(args.arch))
+    base = RECIPES.get(args.arch, TrainConfig(args.arch))
     overrides = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "patience", "copies", "seed", "threads",
                                                 "label_smoothing")
                  if getattr(args, k) is not None}
@@ -50,11 +50,11 @@ def _zoo(args: argparse.Namespace) -> int:
     from .train import train
 
     names = args.names or list(SHIPPED)
-    unknown = sorted(set(names) - set(SHIPPED))
+    unknown = sorted(set(names) - set(RECIPES))
     if unknown:
-        raise SystemExit(f"not a shipped model: {', '.join(unknown)}; shipped: {', '.join(SHIPPED)}")
+        raise SystemExit(f"no recipe for: {', '.join(unknown)}; recipes: {', '.join(RECIPES)}")
     for name in names:
-        config = replace(SHIPPED[name], threads=args.threads or 0)
+        config = replace(RECIPES[name], threads=args.threads or 0)
         if not args.skip_train:
             train(config, RUNS / name)
         manifest = export_run(RUNS / name, args.models_dir, name=name, version=args.version)
@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("examples"))
     p.set_defaults(func=_examples)
 
-    p = sub.add_parser("zoo", help="train and export every shipped model (what `make models` runs)")
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"subset of: {', '.join(SHIPPED)} (default: all)")
+    p = sub.add_parser("zoo", help="train and export the shipped models (what `make models` runs)")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"any of: {', '.join(RECIPES)} (default: the shipped ones)")
     p.add_argument("--skip-train", action="store_true", help="re-export the existing runs only")
     p.add_argument("--version", default="1")
     p.add_argument("--threads", type=int)

@@ -55,7 +55,7 @@ def test_export_run_writes_a_complete_manifest(tmp_path):
     assert on_disk["input"]["shape"] == [-1, 3, 64, 64] and on_disk["labels"] == [str(d) for d in range(10)]
     assert on_disk["heatmaps"]["methods"] == ["cam", "gradcam"]
     assert np.array(on_disk["heatmaps"]["cam"]["weights"]).shape == (10, 64)
-    assert on_disk["outputs"]["features"]["shape"] == [-1, 64, 32, 32]
+    assert on_disk["outputs"]["features"]["shape"] == [-1, 64, 16, 16]
     assert on_disk["metrics"]["test_size"] == 500 and 0 <= on_disk["metrics"]["test_accuracy"] <= 1
     assert on_disk["summary"]["total_params"] == export.float_initializer_count(directory / "model.onnx")
     for plot in ("training.png", "confusion.png"):
