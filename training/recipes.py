@@ -10,7 +10,7 @@ RECIPES: dict[str, TrainConfig] = {
     # Label smoothing (0.1) regularises VGG's large FC head.
     "vgg_small": TrainConfig("vgg_small", "placed", epochs=60, batch_size=32, lr=1e-3, patience=8, label_smoothing=0.1),
     "resnet_small": TrainConfig("resnet_small", "placed", epochs=60, batch_size=32, lr=1e-3, patience=8),
-    "inception_small": TrainConfig("inception_small", "placed", epochs=60, batch_size=32, lr=1e-3, patience=8),
+    "inception_small": TrainConfig("inception_small", "placed", epochs=90, batch_size=32, lr=1e-3, patience=10),
     "alexnet_small": TrainConfig("alexnet_small", "placed", epochs=60, batch_size=32, lr=1e-3, patience=8),
     "cam_net": TrainConfig("cam_net", "placed", epochs=30, batch_size=32, lr=1e-3, patience=8),
 }
