@@ -124,8 +124,7 @@ class InferenceEngine:
 
     def _heatmap(self, model: LoadedModel, features: np.ndarray, index: int, method: CamMethod) -> np.ndarray:
         if method == "cam":
-            weights = np.asarray(model.manifest.heatmaps.cam.weights, np.float32)  # type: ignore[union-attr]
-            return cam.normalise(cam.class_activation_map(features[0], weights[index]))
+            return cam.normalise(cam.class_activation_map(features[0], model.cam_weights[index]))  # type: ignore[index]
         seed = np.zeros((1, len(model.manifest.labels)), np.float32)
         seed[0, index] = 1
         started = time.perf_counter()

@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+
+import numpy as np
 
 from .errors import ModelNotFound
 from .manifest import Manifest
@@ -38,6 +41,12 @@ class LoadedModel:
     @property
     def providers(self) -> list[str]:
         return self.sessions.providers if self.sessions else []
+
+    @cached_property
+    def cam_weights(self) -> np.ndarray | None:
+        """The GAP head's class weights (classes × maps), built once rather than per heatmap."""
+        cam = self.manifest.heatmaps.cam
+        return None if cam is None else np.asarray(cam.weights, np.float32)
 
 
 def _version_key(version: str) -> tuple[int, int | str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,14 @@ from service.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 SHIPPED = sorted(p.parent.parent.name for p in MODELS.glob("*/*/manifest.json"))
+# SEEDS.md's exact parameter counts: the oracle for the models the material gives layer by layer.
+SEEDS_TOTALS = {"lenet5": 61_706, "mnist_cnn_a": 118_346, "mnist_cnn_b": 1_199_882}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def manifest(name: str, version: str = "1") -> dict:

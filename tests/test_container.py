@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 pytestmark = [
     pytest.mark.container,
@@ -28,12 +27,6 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE_IMAGE = "docker.io/library/python:3.11-slim"
 # What our layers may add to python:3.11-slim (about 125 MB officially) to stay under 400 MB.
 ADDED_LIMIT_MB = 250
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

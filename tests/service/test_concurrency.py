@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,15 +12,13 @@ import pytest
 import uvicorn
 
 from service.app import create_app
-from tests.conftest import encode
+from tests.conftest import encode, free_port
 from tests.service.test_bad_input import png_declaring
 
 
 @pytest.fixture(scope="module")
 def server_url(settings):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

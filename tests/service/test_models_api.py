@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import MODELS, SHIPPED, manifest
+from tests.conftest import MODELS, SEEDS_TOTALS, SHIPPED, manifest
 from training.export import float_initializer_count
-
-SEEDS_TOTALS = {"lenet5": 61_706, "mnist_cnn_a": 118_346, "mnist_cnn_b": 1_199_882}
 
 
 def test_list_models(client, settings):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import SEEDS_TOTALS
 from training.architectures import create_model, list_architectures
 from training.summary import summarize
 
 # SEEDS.md, exactly.
-SEEDS_TOTALS = {"lenet5": 61_706, "mnist_cnn_a": 118_346, "mnist_cnn_b": 1_199_882}
 SEEDS_ROWS = {  # parameterised layers, in order
     "lenet5": [156, 2_416, 48_120, 10_164, 850],
     "mnist_cnn_a": [832, 51_264, 65_600, 650],
