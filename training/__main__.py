@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .architectures import get_architecture, list_architectures
 from .data import DATASETS, DEFAULT_SEED
-from .recipes import RECIPES, SHIPPED
+from .recipes import RECIPES
 from .train import TrainConfig
 
 RUNS = Path("runs")
@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> int:
 
     base = RECIPES.get(args.arch, TrainConfig(args.arch))
     overrides = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "patience", "copies", "seed", "threads",
-                                                "label_smoothing")
+                                                "label_smoothing", "box_attention")
                  if getattr(args, k) is not None}
     if args.no_augment:
         overrides["augment"] = False
@@ -49,7 +49,7 @@ def _zoo(args: argparse.Namespace) -> int:
     from .export import export_run
     from .train import train
 
-    names = args.names or list(SHIPPED)
+    names = args.names or list(RECIPES)
     unknown = sorted(set(names) - set(RECIPES))
     if unknown:
         raise SystemExit(f"no recipe for: {', '.join(unknown)}; recipes: {', '.join(RECIPES)}")
@@ -59,7 +59,28 @@ def _zoo(args: argparse.Namespace) -> int:
             train(config, RUNS / name)
         manifest = export_run(RUNS / name, args.models_dir, name=name, version=args.version)
         print(f"{name}: test accuracy {manifest['metrics']['test_accuracy']:.2%} → {args.models_dir}/{name}/{args.version}/")
+        if args.int8_version:
+            _quantize_one(args.models_dir, name, args.version, args.int8_version)
     return 0
+
+
+def _quantize_one(models_dir: Path, name: str, source: str, version: str) -> bool:
+    from .quantize import QuantizationRejected, quantize_version
+
+    try:
+        manifest = quantize_version(models_dir, name, source=source, version=version)
+    except QuantizationRejected as exc:
+        print(f"{exc}")
+        return False
+    q = manifest["export"]["quantization"]
+    print(f"{name}: int8 test accuracy {manifest['metrics']['test_accuracy']:.2%} "
+          f"(drop {q['accuracy_drop'] * 100:+.1f} pt) → {models_dir}/{name}/{version}/")
+    return True
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    shipped = [_quantize_one(args.models_dir, name, args.source, args.version) for name in args.names]
+    return 0 if all(shipped) else 1
 
 
 def _examples(args: argparse.Namespace) -> int:
@@ -107,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help=f"seed for the split, initialisation and batches (default {DEFAULT_SEED})")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per core)")
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (0: none)")
+    p.add_argument("--box-attention", type=float,
+                   help="GAP nets on placed digits: weight of the loss term that keeps the CAM inside the digit's box (0: none)")
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     p.add_argument("--out", type=Path, help="run directory (default runs/<arch>)")
     p.set_defaults(func=_train)
@@ -123,12 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_examples)
 
     p = sub.add_parser("zoo", help="train and export the shipped models (what `make models` runs)")
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"any of: {', '.join(RECIPES)} (default: the shipped ones)")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"any of: {', '.join(RECIPES)} (default: all of them)")
     p.add_argument("--skip-train", action="store_true", help="re-export the existing runs only")
     p.add_argument("--version", default="1")
     p.add_argument("--threads", type=int)
+    p.add_argument("--int8-version", default="2", help="also write a static int8 version here ('' for none)")
     p.add_argument("--models-dir", type=Path, default=MODELS)
     p.set_defaults(func=_zoo)
+
+    p = sub.add_parser("quantize", help="add a static int8 (QDQ) version of exported models, calibrated on "
+                                        "training images; refused if test accuracy drops more than 0.5 pt")
+    p.add_argument("names", nargs="+", metavar="NAME", help="models in the repository")
+    p.add_argument("--source", default="1", help="the float version to quantize (default 1)")
+    p.add_argument("--version", default="2", help="version directory to write (default 2)")
+    p.add_argument("--models-dir", type=Path, default=MODELS)
+    p.set_defaults(func=_quantize)
     return parser
 
 

@@ -129,12 +129,26 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def float_initializer_count(path: Path) -> int:
-    """Parameters stored in an ONNX file: the elements of its floating-point tensor initializers
-    (0-d ones are literal constants such as an epsilon, never weights)."""
-    model = onnx.load(str(path), load_external_data=False)
+def stored_parameter_count(path: Path) -> int:
+    """Parameters stored in an ONNX file: the elements of its weight initializers. In a float model,
+    the floating-point ones; in a QDQ int8 model, also the integer ones DequantizeLinear turns back into
+    weights and biases (their scales and zero points are not parameters). 0-d initializers are
+    literal constants such as an epsilon, never weights."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    qdq = [node for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    quantization_params = {name for node in qdq for name in node.input[1:]}
+    dequantized = {node.input[0] for node in qdq if node.op_type == "DequantizeLinear"}
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
-    return sum(int(np.prod(init.dims)) for init in model.graph.initializer if init.data_type in floats and init.dims)
+    integers = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT32}
+    return sum(int(np.prod(init.dims)) for init in graph.initializer
+               if init.dims and init.name not in quantization_params
+               and (init.data_type in floats or (init.data_type in integers and init.name in dequantized)))
+
+
+def write_model_config(model_dir: Path, default_version: str) -> None:
+    """``<models>/<name>/config.json``: which version serves requests that name none (Triton keeps
+    such per-model settings beside the versions too)."""
+    (model_dir / "config.json").write_text(json.dumps({"default_version": default_version}, indent=1) + "\n")
 
 
 def _verify(name: str, expected: np.ndarray, got: np.ndarray, scale: float = 1.0) -> float:
@@ -194,6 +208,7 @@ def export_run(run_dir: Path, models_dir: Path, name: str | None = None, version
         shutil.copy(run_dir / plot, staging / plot)
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
+    write_model_config(directory.parent, version)  # a newly exported float version becomes the default
     return manifest
 
 
@@ -203,7 +218,7 @@ def _write_version(config: TrainConfig, model: CNN, report: dict[str, Any], test
     parity = export_model(model, staging, images)
 
     summary = summarize(model)
-    stored = float_initializer_count(staging / "model.onnx")
+    stored = stored_parameter_count(staging / "model.onnx")
     if stored != summary["total_params"]:
         raise ExportError(f"model.onnx stores {stored} parameters, the module has {summary['total_params']}")
 
@@ -217,6 +232,7 @@ def _write_version(config: TrainConfig, model: CNN, report: dict[str, Any], test
     manifest: dict[str, Any] = {
         "name": name,
         "version": version,
+        "precision": "float32",
         "architecture": config.arch,
         "description": get_architecture(config.arch).description,
         "labels": LABELS,

@@ -18,7 +18,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from tqdm import tqdm
 
 from .architectures import CNN, InputSpec, create_model
-from .data import DEFAULT_SEED, LABELS, Dataset, load_dataset
+from .data import DEFAULT_SEED, LABELS, load_dataset
 from .plots import plot_confusion, plot_history
 
 
@@ -36,6 +36,9 @@ class TrainConfig:
     threads: int = 0  # 0: torch's default (one per core)
     limit: int = 0    # train on this many evenly spread training images (0: all); for smoke tests
     label_smoothing: float = 0.0
+    # Weight of the box-attention term (GAP nets on placed digits): the share of the true class's CAM
+    # that lies outside the digit's box, added to the loss. 0: labels only, as in the CAM paper.
+    box_attention: float = 0.0
 
 
 @dataclass
@@ -94,6 +97,21 @@ def evaluate(model: CNN, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
+def cam_outside_box(model: CNN, maps: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Mean share of each image's ReLU'd CAM for its true class that falls on feature cells whose centre
+    lies outside the digit's box (x0, y0, x1, y1 in input pixels): 0 when the map is all on the digit."""
+    cam = torch.einsum("bkhw,bk->bhw", maps, model.head[-1].weight[labels]).relu()
+    h, w = cam.shape[1:]
+    spec = model.input_spec
+    cy = (torch.arange(h, dtype=torch.float32) + 0.5) * spec.height / h
+    cx = (torch.arange(w, dtype=torch.float32) + 0.5) * spec.width / w
+    b = boxes.float()
+    inside_y = (cy[None] >= b[:, 1:2]) & (cy[None] < b[:, 3:4])
+    inside_x = (cx[None] >= b[:, 0:1]) & (cx[None] < b[:, 2:3])
+    inside = inside_y[:, :, None] & inside_x[:, None, :]
+    return ((cam * ~inside).sum((1, 2)) / (cam.sum((1, 2)) + 1e-6)).mean()
+
+
 def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = True) -> TrainResult:
     """Train ``config.arch``; with ``out_dir``, write checkpoint, report and plots there."""
     torch.manual_seed(config.seed)
@@ -103,18 +121,22 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
     model = create_model(config.arch, num_classes=len(LABELS))
     spec = model.input_spec
 
-    def tensors(split: str, copies: int = 1, variant: int = 0) -> tuple[torch.Tensor, torch.Tensor, Dataset]:
+    if config.box_attention and not (model.supports_cam and config.dataset == "placed"):
+        raise ValueError("--box-attention needs a GAP (CAM) architecture and the placed dataset, which has boxes")
+
+    def tensors(split: str, copies: int = 1, variant: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Inputs, labels and (placed digits) boxes of a split."""
         data = load_dataset(config.dataset, split, config.seed, copies, variant)
         if data.images.shape[1] != spec.channels:
             raise ValueError(f"{config.arch} takes {spec.channels}-channel input; dataset {config.dataset!r} "
                              f"has {data.images.shape[1]} (use --dataset {'placed' if spec.channels == 3 else 'mnist'})")
-        images, labels = data.images, data.labels
+        keep = slice(None)
         if split == "train" and config.limit:
-            keep = np.linspace(0, len(labels) - 1, config.limit).astype(int)  # the split is sorted by class
-            images, labels = images[keep], labels[keep]
-        return to_input(images, spec), torch.from_numpy(labels), data
+            keep = np.linspace(0, len(data.labels) - 1, config.limit).astype(int)  # the split is sorted by class
+        boxes = None if data.boxes is None else torch.from_numpy(data.boxes[keep])
+        return to_input(data.images[keep], spec), torch.from_numpy(data.labels[keep]), boxes
 
-    x_train, y_train, _ = tensors("train", config.copies)
+    x_train, y_train, train_boxes = tensors("train", config.copies)
     x_val, y_val, _ = tensors("val")
     x_test, y_test, _ = tensors("test")
 
@@ -128,7 +150,7 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         if fresh_canvases and epoch > 1:
-            x_train, y_train, _ = tensors("train", config.copies, variant=epoch)
+            x_train, y_train, train_boxes = tensors("train", config.copies, variant=epoch)
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
         seen = correct = 0
@@ -140,8 +162,10 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
             xb, yb = x_train[idx], y_train[idx]
             if config.augment and not fresh_canvases:
                 xb = random_affine(xb, generator)
-            logits = model(xb)
+            logits, maps = model.forward_with_features(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+            if config.box_attention:
+                loss = loss + config.box_attention * cam_outside_box(model, maps, yb, train_boxes[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -97,3 +97,15 @@ def test_design_ideas_are_kept():
     for gap_net in ("resnet_small", "inception_small", "cam_net"):
         assert create_model(gap_net).supports_cam
         assert [r["type"] for r in rows[gap_net][-3:]] == ["AdaptiveAvgPool2d", "Flatten", "Linear"]
+
+
+def test_alexnet_starts_at_the_uniform_prediction():
+    """Its FC head starts with a zero output layer (see AlexNetSmall): every class equally likely, so the
+    first updates do not kill its ReLU units the way huge initial logits did."""
+    torch.manual_seed(0)
+    model = create_model("alexnet_small").eval()
+    with torch.no_grad():
+        logits = model(torch.rand(4, *model.input_spec.shape))
+    assert torch.equal(logits, torch.zeros_like(logits))
+    hidden = [layer for layer in model.head if isinstance(layer, torch.nn.Linear)][:-1]
+    assert all(float(layer.weight.detach().std()) > 0 for layer in hidden)

@@ -23,7 +23,7 @@ def test_export_round_trip(tmp_path, arch):
     images = torch.rand(8, *model.input_spec.shape)
     diffs = export.export_model(model, tmp_path, images)
     assert max(diffs.values()) <= export.TOLERANCE
-    assert export.float_initializer_count(tmp_path / "model.onnx") == summarize(model)["total_params"]
+    assert export.stored_parameter_count(tmp_path / "model.onnx") == summarize(model)["total_params"]
 
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["logits", "features"]
@@ -57,7 +57,7 @@ def test_export_run_writes_a_complete_manifest(tmp_path):
     assert np.array(on_disk["heatmaps"]["cam"]["weights"]).shape == (10, 64)
     assert on_disk["outputs"]["features"]["shape"] == [-1, 64, 16, 16]
     assert on_disk["metrics"]["test_size"] == 500 and 0 <= on_disk["metrics"]["test_accuracy"] <= 1
-    assert on_disk["summary"]["total_params"] == export.float_initializer_count(directory / "model.onnx")
+    assert on_disk["summary"]["total_params"] == export.stored_parameter_count(directory / "model.onnx")
     for plot in ("training.png", "confusion.png"):
         assert (directory / plot).read_bytes()[:4] == b"\x89PNG"
     reloaded = export.load_exported(directory)
