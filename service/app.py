@@ -7,13 +7,14 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from .errors import install_error_handlers
 from .inference import InferenceEngine
 from .metrics import Metrics
 from .middleware import RequestContextMiddleware, configure_logging
 from .repository import ModelRepository
-from .routes import cam, health, models, predict
+from .routes import cam, health, models, page, predict, v2
 from .settings import Settings, get_settings
 
 DESCRIPTION = """Classify images with the CNN zoo and see why: top-k predictions, architecture summaries,
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"], expose_headers=["X-Request-ID", "X-Class-Index", "X-Class-Label", "X-Score"])
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_upload_bytes)
-    for router in (predict.router, models.router, cam.router, health.router):
+    for router in (predict.router, models.router, cam.router, health.router, v2.router, page.router):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     return app

@@ -58,14 +58,17 @@ class ServiceUnavailable(ProblemError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
-def problem_response(status: int, title: str, detail: str, type_: str = "about:blank",
+def problem_response(path: str, status: int, title: str, detail: str, type_: str = "about:blank",
                      headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """Problem details, or under /v2 the Open Inference Protocol's ``{"error": ...}`` with 400 for bad requests."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return JSONResponse({"error": detail}, status_code=400 if status == 422 else status, headers=headers)
     body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _from_problem(exc: ProblemError) -> JSONResponse:
-    return problem_response(exc.status, exc.title, exc.detail, exc.type, exc.headers, **exc.extra)
+def _from_problem(request: Request, exc: ProblemError) -> JSONResponse:
+    return problem_response(request.url.path, exc.status, exc.title, exc.detail, exc.type, exc.headers, **exc.extra)
 
 
 def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
@@ -76,24 +79,24 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str,
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return _from_problem(exc)
+        return _from_problem(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail, errors = _validation_detail(exc)
-        return problem_response(422, "Invalid request", detail, "/problems/invalid-request", errors=errors)
+        return problem_response(request.url.path, 422, "Invalid request", detail, "/problems/invalid-request", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # FastAPI wraps failures while reading a form body (our size limit among them) in a 400.
         if isinstance(exc.__cause__, ProblemError):
-            return _from_problem(exc.__cause__)
-        return problem_response(exc.status_code, _reason(exc.status_code), str(exc.detail), headers=exc.headers)
+            return _from_problem(request, exc.__cause__)
+        return problem_response(request.url.path, exc.status_code, _reason(exc.status_code), str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"request_id": getattr(request.state, "request_id", None)})
-        return problem_response(500, "Internal error", "the server failed to handle this request; it has been logged")
+        return problem_response(request.url.path, 500, "Internal error", "the server failed to handle this request; it has been logged")
 
 
 def _reason(status: int) -> str:

@@ -1,5 +1,6 @@
 """The request pipelines: decode → preprocess → ONNX Runtime (dynamically batched) → postprocess or
-heatmap. CPU work runs on a bounded thread pool, so it never blocks the event loop nor oversubscribes the cores."""
+heatmap. CPU work runs on a bounded thread pool, so it never blocks the event loop nor oversubscribes
+the cores; decoding and preprocessing happen in the batch's own job on that pool (see batching.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from . import cam
-from .batching import MicroBatcher
+from .batching import BatchResult, MicroBatcher
 from .errors import InvalidParameter
 from .metrics import Metrics
 from .postprocessing import softmax, top_k
@@ -75,6 +76,19 @@ class InferenceEngine:
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    async def run_model(self, model: LoadedModel, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """N×C×H×W model input → (logits, features), batched with whatever else is queued for the model."""
+        result = await self._batcher(model).submit(lambda: (batch, None), rows=len(batch))
+        return result.logits, result.features
+
+    async def _run_upload(self, model: LoadedModel, data: bytes) -> BatchResult[tuple[Prepared, float, float]]:
+        """An uploaded image, decoded and preprocessed in its batch's job, then run with that batch."""
+        def make_input() -> tuple[np.ndarray, tuple[Prepared, float, float]]:
+            prepared = self._prepare(model, data)
+            return prepared[0].batch, prepared
+
+        return await self._batcher(model).submit(make_input)
+
     async def close(self) -> None:
         await asyncio.gather(*(b.close() for b in self._batchers.values()))
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -102,23 +116,21 @@ class InferenceEngine:
 
     async def classify(self, model: LoadedModel, data: bytes, k: int) -> Classification:
         started = time.perf_counter()
-        prepared, decode_s, preprocess_s = await self.run(self._prepare, model, data)
-        submitted = time.perf_counter()
-        logits, _ = await self._batcher(model).submit(prepared.batch)
-        inference_s = time.perf_counter() - submitted
-        probabilities = softmax(logits[0])
-        timings = {"decode_ms": decode_s, "preprocess_ms": preprocess_s, "inference_ms": inference_s,
+        result = await self._run_upload(model, data)
+        prepared, decode_s, preprocess_s = result.payload
+        probabilities = softmax(result.logits[0])
+        timings = {"decode_ms": decode_s, "preprocess_ms": preprocess_s, "inference_ms": result.run_seconds,
                    "total_ms": time.perf_counter() - started}
         return Classification(probabilities, top_k(probabilities, k), prepared,
                               {name: round(seconds * 1e3, 3) for name, seconds in timings.items()})
 
     async def explain(self, model: LoadedModel, data: bytes, class_ref: str | None, method: CamMethod | None) -> Explanation:
         chosen = resolve_method(model, method)
-        prepared, _, _ = await self.run(self._prepare, model, data)
-        logits, features = await self._batcher(model).submit(prepared.batch)
-        probabilities = softmax(logits[0])
+        result = await self._run_upload(model, data)
+        prepared = result.payload[0]
+        probabilities = softmax(result.logits[0])
         index = resolve_class(model, class_ref, int(probabilities.argmax()))
-        heatmap = await self.run(self._heatmap, model, features, index, chosen)
+        heatmap = await self.run(self._heatmap, model, result.features, index, chosen)
         spec = model.manifest.input
         return Explanation(chosen, index, probabilities, heatmap, cam.upsample(heatmap, spec.width, spec.height), prepared)
 

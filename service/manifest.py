@@ -91,9 +91,16 @@ class FileEntry(BaseModel):
     bytes: int
 
 
+class ModelConfig(BaseModel):
+    """``<models>/<name>/config.json``: settings for every version of one model."""
+
+    default_version: str | None = Field(None, description="version for requests that name none (default: the latest)")
+
+
 class Manifest(BaseModel):
     name: str
     version: str
+    precision: Literal["float32", "int8"] = "float32"
     architecture: str
     description: str
     labels: list[str]

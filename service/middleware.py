@@ -64,7 +64,7 @@ class RequestContextMiddleware:
         try:
             if declared > limit:
                 # Answer without reading the body at all.
-                response = problem_response(413, "Payload too large",
+                response = problem_response(scope["path"], 413, "Payload too large",
                                             f"the request body is {declared:,} bytes; the limit is {limit:,}",
                                             "/problems/payload-too-large", headers={"Connection": "close"})
                 await response(scope, receive, send_with_id)

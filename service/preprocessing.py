@@ -29,7 +29,7 @@ Image.MAX_IMAGE_PIXELS = None
 @dataclass(frozen=True)
 class Prepared:
     batch: np.ndarray          # 1 × C × H × W float32, ready for ONNX Runtime
-    image: Image.Image         # the decoded, upright upload (RGB), for overlays
+    image: Image.Image         # the decoded, upright upload (gray or RGB, alpha flattened on white), for overlays
     scale: tuple[float, float]   # model_xy = image_xy * scale + offset
     offset: tuple[float, float]
     inverted: bool = False
@@ -59,12 +59,12 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
-    """RGB on white: a transparent drawing is a dark digit on a light page."""
+    """Gray or RGB on white: a transparent drawing is a dark digit on a light page."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         page = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(page, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode in ("L", "RGB") else image.convert("RGB")
 
 
 def _border_mean(pixels: np.ndarray) -> np.ndarray:
@@ -114,17 +114,21 @@ def _mnist_style(gray: Image.Image) -> tuple[Image.Image, tuple[float, float], t
 def prepare(image: Image.Image, manifest: Manifest) -> Prepared:
     """Decoded image → normalised 1×C×H×W batch, per the manifest's preprocessing."""
     spec, prep = manifest.input, manifest.preprocessing
-    rgb = _flatten_alpha(image)
-    work = rgb.convert("L") if prep.color == "gray" else rgb
+    page = _flatten_alpha(image)
+    mode = "L" if prep.color == "gray" else "RGB"
+    work = page if page.mode == mode else page.convert(mode)
     inverted = False
     if prep.mnist_style:
         content, scale, offset, inverted = _mnist_style(work)
     else:
         fill = tuple(int(v) for v in np.atleast_1d(_border_mean(np.asarray(work))).round())
         content, scale, offset = _fit(work, prep.content_size[1], prep.content_size[0], fill if len(fill) > 1 else fill[0])
-    pixels = np.asarray(content, np.float32).reshape(content.height, content.width, spec.channels)
-    pad_y, pad_x = spec.height - content.height, spec.width - content.width
-    pixels = np.pad(pixels, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2), (0, 0)))
-    normalised = (pixels * prep.scale - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
-    batch = np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)
-    return Prepared(batch, rgb, scale, (offset[0] + pad_x // 2, offset[1] + pad_y // 2), inverted)
+    pixels = np.asarray(content, np.float32).reshape(content.height, content.width, spec.channels).transpose(2, 0, 1)
+    mean = np.asarray(prep.mean, np.float32)[:, None, None]
+    std = np.asarray(prep.std, np.float32)[:, None, None]
+    # Zero-pad to the input size (LeNet-5's 32×32 around a 28×28 digit), normalising padding and content alike.
+    batch = np.empty((1, spec.channels, spec.height, spec.width), np.float32)
+    batch[0] = -mean / std
+    y0, x0 = (spec.height - content.height) // 2, (spec.width - content.width) // 2
+    batch[0, :, y0:y0 + content.height, x0:x0 + content.width] = (pixels * prep.scale - mean) / std
+    return Prepared(batch, page, scale, (offset[0] + x0, offset[1] + y0), inverted)

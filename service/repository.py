@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelNotFound
-from .manifest import Manifest
+from .manifest import Manifest, ModelConfig
 from .runtime import Sessions
 from .settings import Settings
 
@@ -65,6 +65,7 @@ def _sha256(path: Path) -> str:
 class ModelRepository:
     settings: Settings
     models: dict[str, dict[str, LoadedModel]] = field(default_factory=dict)
+    configs: dict[str, ModelConfig] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     def load_all(self) -> None:
@@ -78,6 +79,19 @@ class ModelRepository:
                 self._load(manifest_path)
         if not self.models:
             self.errors.append(f"no models found under {root}")
+        for name in self.models:
+            self._load_config(name, root / name / "config.json")
+
+    def _load_config(self, name: str, path: Path) -> None:
+        try:
+            config = ModelConfig.model_validate_json(path.read_text()) if path.exists() else ModelConfig()
+        except (OSError, ValueError) as exc:
+            self.errors.append(f"{path}: unreadable model config: {exc}")
+            return
+        if config.default_version is not None and config.default_version not in self.models[name]:
+            self.errors.append(f"{path}: default_version {config.default_version!r} is not one of {self.versions(name)}")
+            return
+        self.configs[name] = config
 
     def _load(self, manifest_path: Path) -> None:
         directory = manifest_path.parent
@@ -91,6 +105,10 @@ class ModelRepository:
         self.models.setdefault(manifest.name, {})[manifest.version] = entry
         try:
             for file, expected in manifest.files.items():
+                # A file may be shared with another version of the same model (int8 versions use their
+                # float version's gradcam.onnx), never reach outside the model's own directory.
+                if not (directory / file).resolve().is_relative_to(directory.parent.resolve()):
+                    raise ValueError(f"{file} is outside the model's directory")
                 if _sha256(directory / file) != expected.sha256:
                     raise ValueError(f"{file} does not match the sha256 in its manifest")
             sessions = Sessions.load(directory / "model.onnx", directory / manifest.heatmaps.gradcam_graph.file, self.settings)
@@ -112,12 +130,17 @@ class ModelRepository:
     def versions(self, name: str) -> list[str]:
         return sorted(self.models.get(name, {}), key=_version_key)
 
+    def default_version(self, name: str) -> str:
+        """The config's default_version, else the latest (highest) version."""
+        config = self.configs.get(name)
+        return config.default_version if config and config.default_version else self.versions(name)[-1]
+
     def get(self, name: str, version: str | None = None) -> LoadedModel:
         versions = self.models.get(name)
         if not versions:
             raise ModelNotFound(f"no model named {name!r}; available: {', '.join(self.names()) or 'none'}",
                                 available=self.names())
-        version = version or self.versions(name)[-1]
+        version = version or self.default_version(name)
         if version not in versions:
             raise ModelNotFound(f"model {name!r} has no version {version!r}; available: {', '.join(self.versions(name))}",
                                 available=self.versions(name))

@@ -18,10 +18,10 @@ class ClassScore(BaseModel):
 
 
 class Timings(BaseModel):
-    decode_ms: float
-    preprocess_ms: float
-    inference_ms: float
-    total_ms: float
+    decode_ms: float = Field(description="decoding the upload")
+    preprocess_ms: float = Field(description="fitting and normalising it for the model")
+    inference_ms: float = Field(description="the ONNX Runtime run this request shared with its batch")
+    total_ms: float = Field(description="from the upload read to the answer, queueing included")
 
 
 class PredictResponse(BaseModel):
@@ -44,6 +44,8 @@ class ModelInfo(BaseModel):
     name: str = Field(examples=["cam_net"])
     version: str = Field(examples=["1"])
     versions: list[str]
+    default_version: str = Field(description="the version requests get when they name none")
+    precision: Literal["float32", "int8"] = Field(description="int8: a static-quantized (QDQ) version")
     architecture: str
     description: str
     input: InputInfo

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from PIL import Image
 
 from .. import cam
-from ..dependencies import EngineDep, RepositoryDep
+from ..dependencies import EngineDep, RepositoryDep, VersionQuery, model_for
 from ..schemas import CamMethod, CamResponse, ClassScore
 from .predict import ImageFile
 from .problems import PROBLEM_RESPONSES
@@ -38,10 +38,9 @@ async def class_activation_map(
     method: Annotated[CamMethod | None, Query(description="cam (GAP nets) or gradcam (every net); default: cam where supported")] = None,
     format: Annotated[Literal["json", "png", "overlay"], Query(description="json map, png heatmap, or overlay on the image")] = "json",
     opacity: Annotated[float, Query(ge=0, le=1, description="heatmap opacity for format=overlay")] = 0.5,
-    version: Annotated[str | None, Query(description="model version (default: the latest)")] = None,
+    version: VersionQuery = None,
 ):
-    loaded = repository.get(name, version)
-    request.state.model = loaded.name
+    loaded = model_for(request, repository, name, version)
     result = await engine.explain(loaded, await file.read(), class_, method)
     labels = loaded.manifest.labels
     score = float(result.probabilities[result.class_index])

@@ -7,20 +7,20 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from ..dependencies import RepositoryDep, SettingsDep
+from ..dependencies import RepositoryDep, SettingsDep, VersionQuery, model_for
 from ..repository import LoadedModel, ModelRepository
 from ..schemas import InputInfo, ModelInfo, ModelList, SummaryResponse, SummaryTotals
 from ..summary_table import render_summary
 from .problems import PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/models", tags=["models"])
-Version = Annotated[str | None, Query(description="model version (default: the latest)")]
 
 
 def model_info(model: LoadedModel, repository: ModelRepository) -> ModelInfo:
     m = model.manifest
     return ModelInfo(
-        name=m.name, version=m.version, versions=repository.versions(m.name), architecture=m.architecture,
+        name=m.name, version=m.version, versions=repository.versions(m.name),
+        default_version=repository.default_version(m.name), precision=m.precision, architecture=m.architecture,
         description=m.description,
         input=InputInfo(channels=m.input.channels, height=m.input.height, width=m.input.width, color=m.preprocessing.color),
         labels=m.labels, test_accuracy=m.metrics.test_accuracy, test_dataset=m.metrics.dataset,
@@ -37,26 +37,24 @@ def summary_response(model: LoadedModel) -> SummaryResponse:
     return SummaryResponse(model=model.name, version=model.version, input_shape=s.input_shape, layers=s.layers, totals=totals)
 
 
-@router.get("", response_model=ModelList, summary="Every model in the repository")
+@router.get("", response_model=ModelList, summary="Every model in the repository (each at its default version)")
 async def list_models(repository: RepositoryDep, settings: SettingsDep) -> ModelList:
-    latest = [versions[repository.versions(name)[-1]] for name, versions in sorted(repository.models.items())]
-    return ModelList(default_model=settings.default_model, models=[model_info(m, repository) for m in latest])
+    defaults = [versions[repository.default_version(name)] for name, versions in sorted(repository.models.items())]
+    return ModelList(default_model=settings.default_model, models=[model_info(m, repository) for m in defaults])
 
 
 @router.get("/{name}", response_model=ModelInfo, responses=PROBLEM_RESPONSES, summary="One model's metadata")
-async def get_model(request: Request, name: str, repository: RepositoryDep, version: Version = None) -> ModelInfo:
-    model = repository.get(name, version)
-    request.state.model = model.name
+async def get_model(request: Request, name: str, repository: RepositoryDep, version: VersionQuery = None) -> ModelInfo:
+    model = model_for(request, repository, name, version)
     return model_info(model, repository)
 
 
 @router.get("/{name}/summary", response_model=SummaryResponse, responses={
     **PROBLEM_RESPONSES, 200: {"content": {"application/json": {}, "text/plain": {"example": "Layer (type) ..."}}}},
     summary="Architecture summary: layers, output shapes, parameters, multiply-adds")
-async def get_summary(request: Request, name: str, repository: RepositoryDep, version: Version = None,
+async def get_summary(request: Request, name: str, repository: RepositoryDep, version: VersionQuery = None,
                       format: Annotated[Literal["json", "text"], Query(description="json, or a fixed-width text table")] = "json"):
-    model = repository.get(name, version)
-    request.state.model = model.name
+    model = model_for(request, repository, name, version)
     summary = summary_response(model)
     if format == "text":
         return PlainTextResponse(render_summary(summary))

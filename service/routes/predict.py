@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 
-from ..dependencies import EngineDep, RepositoryDep, SettingsDep
+from ..dependencies import EngineDep, RepositoryDep, SettingsDep, VersionQuery, model_for
 from ..errors import InvalidParameter
 from ..schemas import ClassScore, PredictResponse, Timings
 from .problems import PROBLEM_RESPONSES
@@ -25,17 +25,18 @@ async def predict(
     engine: EngineDep,
     settings: SettingsDep,
     model: Annotated[str | None, Query(description="model name (default: the configured default model)", examples=["lenet5"])] = None,
-    version: Annotated[str | None, Query(description="model version (default: the latest)")] = None,
+    version: VersionQuery = None,
     top_k: Annotated[int, Query(ge=1, description="how many classes to return")] = 5,
-) -> PredictResponse:
-    loaded = repository.get(model or settings.default_model, version)
-    request.state.model = loaded.name
+) -> Response:
+    loaded = model_for(request, repository, model or settings.default_model, version)
     if top_k > settings.max_top_k:
         raise InvalidParameter(f"top_k must be at most {settings.max_top_k}; got {top_k}")
     labels = loaded.manifest.labels
     result = await engine.classify(loaded, await file.read(), min(top_k, len(labels)))
-    return PredictResponse(
+    body = PredictResponse(
         model=loaded.name, version=loaded.version,
         predictions=[ClassScore(index=i, label=labels[i], probability=p) for i, p in result.top],
         provider=loaded.providers[0], inverted=result.prepared.inverted, timings=Timings(**result.timings_ms),
     )
+    # Serialised by pydantic directly: the hot path skips FastAPI re-validating what it just built.
+    return Response(body.model_dump_json(), media_type="application/json")

@@ -34,16 +34,48 @@ def test_batched_rows_equal_single_runs():
     async def scenario():
         with ThreadPoolExecutor(2) as pool:
             batcher = MicroBatcher("lenet5", counted, pool, max_batch_size=8, max_queue_delay_ms=50, max_queue=64, collectors=1)
-            results = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+            results = await asyncio.gather(*(batcher.submit(lambda x=x: (x, None)) for x in inputs))
             await batcher.close()
         return results
 
     results = asyncio.run(scenario())
     assert max(sizes) > 1 and max(sizes) <= 8 and sum(sizes) == 12
-    for x, (logits, features) in zip(inputs, results):
+    for x, result in zip(inputs, results):
         single_logits, single_features = run(x)
-        np.testing.assert_allclose(logits, single_logits, atol=1e-5)
-        np.testing.assert_allclose(features, single_features, atol=1e-5)
+        np.testing.assert_allclose(result.logits, single_logits, atol=1e-5)
+        np.testing.assert_allclose(result.features, single_features, atol=1e-5)
+
+
+def test_multi_image_requests_and_a_failing_input_share_batches_correctly():
+    session = ort.InferenceSession(LENET, providers=["CPUExecutionProvider"])
+    sizes: list[int] = []
+
+    def run(batch):
+        sizes.append(len(batch))
+        return tuple(session.run(None, {"input": batch}))
+
+    rng = np.random.default_rng(1)
+    tensors = [rng.random((rows, 1, 32, 32), np.float32) for rows in (3, 1, 4, 2, 5, 1)]
+
+    def broken():
+        raise ValueError("cannot decode this one")
+
+    async def scenario():
+        with ThreadPoolExecutor(2) as pool:
+            batcher = MicroBatcher("lenet5", run, pool, max_batch_size=6, max_queue_delay_ms=50, max_queue=64, collectors=1)
+            calls = [batcher.submit(lambda t=t, i=i: (t, i), rows=len(t)) for i, t in enumerate(tensors)]
+            calls.insert(2, batcher.submit(broken))
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            await batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    failed = results.pop(2)
+    assert isinstance(failed, ValueError) and "cannot decode" in str(failed)
+    assert max(sizes) <= 6 and sum(sizes) == 16 and len(sizes) < len(tensors)
+    for i, (tensor, result) in enumerate(zip(tensors, results)):
+        assert result.payload == i and result.logits.shape == (len(tensor), 10)
+        np.testing.assert_allclose(result.logits, session.run(None, {"input": tensor})[0], atol=1e-5)
 
 
 def test_full_queue_answers_503_with_retry_after():
@@ -56,12 +88,13 @@ def test_full_queue_answers_503_with_retry_after():
             batcher = MicroBatcher("lenet5", lambda b: tuple(session.run(None, {"input": b})), pool,
                                    max_batch_size=1, max_queue_delay_ms=0, max_queue=2, collectors=1)
             x = np.zeros((1, 1, 32, 32), np.float32)
-            first = asyncio.create_task(batcher.submit(x))     # taken by the collector, waits for a thread
+            make = lambda: (x, None)  # noqa: E731
+            first = asyncio.create_task(batcher.submit(make))     # taken by the collector, waits for a thread
             await asyncio.sleep(0.05)
-            queued = [asyncio.create_task(batcher.submit(x)) for _ in range(2)]
+            queued = [asyncio.create_task(batcher.submit(make)) for _ in range(2)]
             await asyncio.sleep(0.05)
             with pytest.raises(ServiceUnavailable) as busy:
-                await batcher.submit(x)
+                await batcher.submit(make)
             release.set()
             done = await asyncio.gather(first, *queued)
             await batcher.close()
@@ -69,7 +102,7 @@ def test_full_queue_answers_503_with_retry_after():
 
     busy, done = asyncio.run(scenario())
     assert busy.status == 503 and busy.headers == {"Retry-After": "1"}
-    assert len(done) == 3 and all(logits.shape == (1, 10) for logits, _ in done)
+    assert len(done) == 3 and all(result.logits.shape == (1, 10) for result in done)
 
 
 def test_bad_requests_inside_a_batch_of_good_ones(settings, mnist_test):

@@ -13,10 +13,9 @@ from PIL import Image
 
 from service.manifest import Manifest
 from service.preprocessing import decode_image, prepare
-from tests.conftest import MODELS, ROOT, SHIPPED, encode, manifest, upload
+from tests.conftest import ARTIFACTS, MODELS, SHIPPED, encode, manifest, upload
 from training.export import load_exported
 
-ARTIFACTS = ROOT / "test-artifacts"
 
 
 def torch_heatmap(model: torch.nn.Module, batch: np.ndarray, class_index: int, method: str) -> np.ndarray:
@@ -83,8 +82,9 @@ def test_png_and_overlay_formats(client, placed_test):
 
 def localisation_rates(client, name: str, placed_test, count: int) -> dict[str, float]:
     """How often the heatmap's peak is on the digit: the peak pixel of the map upsampled to the input
-    inside the digit's box, and the peak cell of the map at its own resolution overlapping the box."""
-    pixel = cell = 0
+    inside the digit's box; that pixel at most one feature cell away from the box (the pointing game's
+    tolerance, scaled to the map); and the peak cell of the map at its own resolution overlapping the box."""
+    pixel = near = cell = 0
     for image, (x0, y0, x1, y1) in zip(placed_test.images[:count], placed_test.boxes[:count]):
         body = client.post(f"/models/{name}/cam", files=upload(encode(image))).json()
         heat = np.array(body["heatmap_input"])
@@ -93,8 +93,10 @@ def localisation_rates(client, name: str, placed_test, count: int) -> dict[str, 
         cells = np.array(body["heatmap"])
         cy, cx = np.unravel_index(int(cells.argmax()), cells.shape)
         h, w = heat.shape[0] / cells.shape[0], heat.shape[1] / cells.shape[1]
+        near += max(x0 - x, x - (x1 - 1), y0 - y, y - (y1 - 1), 0) <= max(h, w)
         cell += bool(cx * w < x1 and (cx + 1) * w > x0 and cy * h < y1 and (cy + 1) * h > y0)
-    return {"peak_pixel_in_box": pixel / count, "peak_cell_overlaps_box": cell / count}
+    return {"peak_pixel_in_box": pixel / count, "peak_pixel_within_one_cell_of_box": near / count,
+            "peak_cell_overlaps_box": cell / count}
 
 
 @pytest.mark.slow
@@ -105,6 +107,8 @@ def test_heatmap_peaks_fall_on_the_digit(client, placed_test):
     (ARTIFACTS / "localisation.json").write_text(json.dumps(rates, indent=2))
     print("heatmap localisation on the 500 placed-digit test images:", json.dumps(rates))
     # Regression floors at the measured level. The issue's target (peak pixel in the box for >= 90 %
-    # of cam_net's images) is not met yet: the peaks sit on the digit's edge, 1-3 px outside the box.
+    # of cam_net's images) is not met: the peaks sit on the digit's ends, 1-3 px outside the box (72.8 %
+    # inside; 94 % within 2 px; 99.8 % within one 4-px cell).
+    assert rates["cam_net"]["peak_pixel_within_one_cell_of_box"] >= 0.97
     assert rates["cam_net"]["peak_cell_overlaps_box"] >= 0.85
     assert rates["cam_net"]["peak_pixel_in_box"] >= 0.65

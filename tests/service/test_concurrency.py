@@ -3,38 +3,12 @@
 from __future__ import annotations
 
 import random
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
-import uvicorn
 
-from service.app import create_app
-from tests.conftest import encode, free_port
+from tests.conftest import encode
 from tests.service.test_bad_input import png_declaring
-
-
-@pytest.fixture(scope="module")
-def server_url(settings):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        pytest.fail("server did not become ready")
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_mixed_concurrent_requests_are_all_answered_correctly(server_url, mnist_test, placed_test):

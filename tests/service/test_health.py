@@ -79,3 +79,23 @@ def test_one_structured_log_line_per_request(client):
     assert entry["request_id"] == response.headers["x-request-id"] and entry["path"] == "/models/lenet5"
     assert entry["status"] == 200 and entry["route"] == "/models/{name}" and entry["duration_ms"] >= 0
     assert entry["model"] == "lenet5"
+
+
+def test_a_manifest_pointing_outside_its_model_directory_is_refused(settings, tmp_path):
+    import json
+    import shutil
+
+    from tests.conftest import MODELS
+
+    shutil.copytree(MODELS / "lenet5", tmp_path / "lenet5")
+    shutil.copy(MODELS / "lenet5" / "1" / "gradcam.onnx", tmp_path / "stray.onnx")
+    path = tmp_path / "lenet5" / "2" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    entry = manifest["files"].pop("../1/gradcam.onnx")
+    manifest["files"]["../../stray.onnx"] = entry
+    manifest["heatmaps"]["gradcam_graph"]["file"] = "../../stray.onnx"
+    path.write_text(json.dumps(manifest))
+    with TestClient(create_app(settings.model_copy(update={"model_dir": tmp_path, "default_model": "lenet5"}))) as client:
+        ready = client.get("/readyz").json()
+        assert ready["ready"] is False and "outside the model's directory" in ready["errors"][0]
+        assert client.get("/models/lenet5?version=1").status_code == 200  # the good version still serves

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import MODELS, SEEDS_TOTALS, SHIPPED, manifest
-from training.export import float_initializer_count
+from tests.conftest import MODELS, SEEDS_TOTALS, SHIPPED, VERSIONS, manifest
+from training.export import stored_parameter_count
 
 
 def test_list_models(client, settings):
@@ -13,7 +13,8 @@ def test_list_models(client, settings):
     assert body["default_model"] == settings.default_model
     assert [m["name"] for m in body["models"]] == SHIPPED
     for info in body["models"]:
-        m = manifest(info["name"])
+        m = manifest(info["name"])  # version 1, float32: the default version of every shipped model
+        assert info["version"] == info["default_version"] == "1" and info["precision"] == "float32"
         assert info["status"] == "ready" and info["providers"] == ["CPUExecutionProvider"]
         assert info["test_accuracy"] == m["metrics"]["test_accuracy"]
         assert [info["input"]["channels"], info["input"]["height"], info["input"]["width"]] == m["input"]["shape"][1:]
@@ -22,7 +23,9 @@ def test_list_models(client, settings):
 
 def test_one_model_and_unknown(client):
     info = client.get("/models/cam_net").json()
-    assert info["heatmap_methods"] == ["cam", "gradcam"] and info["versions"] == ["1"]
+    assert info["heatmap_methods"] == ["cam", "gradcam"] and info["versions"] == ["1", "2"]
+    int8 = client.get("/models/cam_net?version=2").json()
+    assert int8["precision"] == "int8" and int8["version"] == "2" and int8["default_version"] == "1"
     assert client.get("/models/lenet5").json()["heatmap_methods"] == ["gradcam"]
     missing = client.get("/models/nope")
     assert missing.status_code == 404 and "cam_net" in missing.json()["detail"]
@@ -42,10 +45,10 @@ def test_mnist_cnn_b_summary_matches_seeds(client):
     assert body["totals"]["size_bytes"] == 4 * 1_199_882
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_summary_agrees_with_the_onnx_initializers(client, name):
-    body = client.get(f"/models/{name}/summary").json()
-    onnx_params = float_initializer_count(MODELS / name / "1" / "model.onnx")
+@pytest.mark.parametrize("name, version", VERSIONS)
+def test_summary_agrees_with_the_onnx_initializers(client, name, version):
+    body = client.get(f"/models/{name}/summary?version={version}").json()
+    onnx_params = stored_parameter_count(MODELS / name / version / "model.onnx")
     assert body["totals"]["total_params"] == onnx_params == sum(r["params"] for r in body["layers"])
     if name in SEEDS_TOTALS:
         assert onnx_params == SEEDS_TOTALS[name]
@@ -61,3 +64,27 @@ def test_summary_as_text(client):
     assert all(len(line) <= len(lines[1]) for line in lines[1:] if line)  # fixed width under the rule
     assert header.index("Param #") > header.index("Output shape")
     assert client.get("/models/mnist_cnn_b/summary?format=xml").status_code == 422
+
+
+def test_default_version_comes_from_the_model_config(settings, tmp_path, mnist_test):
+    import json
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from tests.conftest import encode, upload
+
+    shutil.copytree(MODELS / "mnist_cnn_b", tmp_path / "mnist_cnn_b")
+    digit = upload(encode(mnist_test.images[0, 0]))
+    app_settings = settings.model_copy(update={"model_dir": tmp_path})
+    for config, expected in (({"default_version": "2"}, "2"), ({}, "2"), ({"default_version": "1"}, "1")):
+        (tmp_path / "mnist_cnn_b" / "config.json").write_text(json.dumps(config))
+        with TestClient(create_app(app_settings)) as client:
+            body = client.post("/predict", files=digit).json()
+            assert body["version"] == expected
+            assert body["predictions"][0]["label"] == str(mnist_test.labels[0])
+    (tmp_path / "mnist_cnn_b" / "config.json").write_text(json.dumps({"default_version": "9"}))
+    with TestClient(create_app(app_settings)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "default_version '9'" in ready.json()["errors"][0]

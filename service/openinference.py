@@ -1,0 +1,165 @@
+"""The Open Inference Protocol (KServe V2) wire format: request and response bodies, JSON tensors and
+the binary tensor data extension, and the classification extension. Routes live in routes/v2.py.
+
+Binary extension: the ``Inference-Header-Content-Length`` header says how many leading bytes of the body
+are the JSON header; each input whose ``parameters.binary_data_size`` is set takes that many bytes of what
+follows, in input order (little-endian, row-major). Responses use the same layout for the outputs asked for
+in binary (``binary_data`` on an output, or ``binary_data_output`` on the request).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+
+from .errors import InvalidParameter
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+FP32 = np.dtype("<f4")  # every model here takes and returns float32
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class RepositoryEntry(BaseModel):
+    name: str
+    version: str
+    state: str
+    reason: str = ""
+
+
+class RequestInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    data: list[Any] | None = None
+
+
+class RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class InferenceRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, bytes]:
+    """The JSON header and the binary section that follows it (empty without the extension)."""
+    split = len(body)
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise InvalidParameter(f"{HEADER_LENGTH} must be the byte length of the JSON header "
+                                   f"(at most the body's {len(body)} bytes); got {header_length!r}")
+        split = int(header_length)
+    try:
+        request = InferenceRequest.model_validate(json.loads(body[:split]))
+    except (ValueError, ValidationError) as exc:
+        raise InvalidParameter(f"the inference request is not valid JSON of the protocol's shape: {exc}") from None
+    return request, body[split:]
+
+
+def input_tensors(request: InferenceRequest, binary: bytes) -> dict[str, np.ndarray]:
+    """Every input as a float32 numpy array of its declared shape."""
+    tensors, offset = {}, 0
+    for tensor in request.inputs:
+        if tensor.datatype != "FP32":
+            raise InvalidParameter(f"input {tensor.name!r}: datatype must be FP32; got {tensor.datatype!r}")
+        if any(d < 0 for d in tensor.shape):
+            raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape} has a negative dimension")
+        count = int(np.prod(tensor.shape))
+        size = tensor.parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size != count * FP32.itemsize or offset + size > len(binary):
+                raise InvalidParameter(f"input {tensor.name!r}: binary_data_size {size} does not fit shape {tensor.shape} "
+                                       f"of {tensor.datatype} or the {len(binary) - offset} bytes left in the body")
+            array = np.frombuffer(binary, dtype=FP32, count=count, offset=offset)
+            offset += size
+        elif tensor.data is not None:
+            try:
+                array = np.asarray(tensor.data, dtype=FP32).reshape(-1)
+            except (ValueError, TypeError):
+                raise InvalidParameter(f"input {tensor.name!r}: data must be numbers of datatype {tensor.datatype}") from None
+            if array.size != count:
+                raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape} needs {count} values; got {array.size}")
+        else:
+            raise InvalidParameter(f"input {tensor.name!r} has neither data nor parameters.binary_data_size")
+        tensors[tensor.name] = array.reshape(tensor.shape)
+    if offset != len(binary):
+        raise InvalidParameter(f"{len(binary) - offset} bytes after the JSON header belong to no input")
+    return tensors
+
+
+def classification(values: np.ndarray, k: int, labels: list[str]) -> np.ndarray:
+    """The classification extension: per row, the top ``k`` as ``"<value>:<index>:<label>"`` strings."""
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    return np.array([[f"{row[i]:f}:{i}:{labels[i]}" for i in top] for row, top in zip(values, order)], dtype=object)
+
+
+def _binary(array: np.ndarray) -> bytes:
+    if array.dtype == object:  # BYTES: each element as a 4-byte little-endian length, then its bytes
+        return b"".join(len(b).to_bytes(4, "little") + b for b in (str(s).encode() for s in array.reshape(-1)))
+    return np.ascontiguousarray(array, dtype=FP32).tobytes()
+
+
+def encode_response(model: str, version: str, request_id: str | None,
+                    outputs: list[tuple[str, np.ndarray, bool]]) -> tuple[bytes, dict[str, str]]:
+    """(name, array, as_binary) outputs → response body and headers."""
+    described, chunks = [], []
+    for name, array, as_binary in outputs:
+        entry = ResponseOutput(name=name, shape=list(array.shape), datatype="BYTES" if array.dtype == object else "FP32")
+        if as_binary:
+            chunk = _binary(array)
+            entry.parameters = {"binary_data_size": len(chunk)}
+            chunks.append(chunk)
+        else:
+            entry.data = array.reshape(-1).tolist()
+        described.append(entry)
+    header = InferenceResponse(model_name=model, model_version=version, id=request_id, outputs=described)
+    body = header.model_dump_json(exclude_none=True).encode()
+    if not chunks:
+        return body, {"Content-Type": "application/json"}
+    return body + b"".join(chunks), {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(body))}
