@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test models bench container-runtime clean
+.PHONY: serve test models bench container-runtime browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ container-runtime:
 	@if ! command -v podman >/dev/null && [ -x ../shared/containers/podman-setup ]; then \
 	  ../shared/containers/podman-setup || echo "podman setup failed: the container test will be skipped"; fi
 
-test: $(VENV)/.dev container-runtime
+# The page tests drive Debian's chromium (Playwright never downloads its own browser here).
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium missing and no root: the page tests will be skipped"; fi; fi
+
+test: $(VENV)/.dev container-runtime browser
 	$(BIN)/python -m pytest
 
 # Re-train and re-export every shipped model into models/ (about half an hour on 2 cores).

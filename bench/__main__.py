@@ -2,7 +2,8 @@
 
 For each model: raw ONNX Runtime (in-process, the service's session settings) at batch 1 and at the
 best batch; the HTTP ceiling (same stack, constant answer); a naive eager-PyTorch server; and this
-service at several concurrencies, each from a load generator in its own process over loopback.
+service at several concurrencies, each from a load generator in its own process over loopback. Raw
+ONNX Runtime and the service are measured for each version (float32 v1 and the int8 v2).
 Then the service's resident memory after loading, and after a long run. Prints a table, writes JSON.
 """
 
@@ -100,6 +101,7 @@ def load(url: str, image: Path, concurrency: int, seconds: float, max_requests: 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["lenet5", "resnet_small"])
+    parser.add_argument("--versions", nargs="+", default=["1", "2"], help="model versions (1: float32, 2: int8)")
     parser.add_argument("--seconds", type=float, default=8, help="duration of each measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--soak", type=int, default=10_000, help="requests for the memory-growth run")
@@ -114,10 +116,10 @@ def main() -> None:
     for name in args.models:
         model_dir = ROOT / "models" / name / "1"
         image = example_for(model_dir)
-        entry: dict = {"raw": raw_onnxruntime(model_dir, settings, args.seconds / 4)}
+        entry: dict = {"versions": {}}
         ceiling = Server("bench.apps:ceiling", {}, factory=True)
         ceiling.wait("/docs")
-        entry["http_ceiling"] = load(f"{ceiling.url}/predict", image, 16, args.seconds)
+        entry["http_ceiling"] = {c: load(f"{ceiling.url}/predict", image, c, args.seconds) for c in (1, 16)}
         ceiling.stop()
         naive = Server("bench.apps:naive", {"BENCH_MODEL_DIR": str(model_dir)}, factory=True)
         naive.wait("/docs")
@@ -125,7 +127,14 @@ def main() -> None:
         naive.stop()
         service = Server("service.app:create_app", {"CNNSERVE_MODEL_DIR": str(ROOT / "models"), "CNNSERVE_LOG_LEVEL": "warning"}, factory=True)
         service.wait("/readyz")
-        entry["service"] = {c: load(f"{service.url}/predict?model={name}", image, c, args.seconds) for c in args.concurrency}
+        for version in args.versions:
+            version_dir = ROOT / "models" / name / version
+            entry["versions"][version] = {
+                "precision": json.loads((version_dir / "manifest.json").read_text()).get("precision", "float32"),
+                "raw": raw_onnxruntime(version_dir, settings, args.seconds / 4),
+                "service": {c: load(f"{service.url}/predict?model={name}&version={version}", image, c, args.seconds)
+                            for c in args.concurrency},
+            }
         service.stop()
         report["models"][name] = entry
 
@@ -143,14 +152,17 @@ def main() -> None:
 
 def print_table(report: dict) -> None:
     for name, entry in report["models"].items():
-        raw = entry["raw"]
-        limit = min(entry["http_ceiling"]["rps"], raw["best"]["images_per_s"])
-        print(f"\n{name}: raw ORT batch 1 {raw['batch1']['images_per_s']:.0f} img/s ({raw['batch1']['ms_per_run']:.2f} ms), "
-              f"best batch {raw['best_batch']} {raw['best']['images_per_s']:.0f} img/s; HTTP ceiling {entry['http_ceiling']['rps']:.0f} req/s; "
+        ceiling = entry["http_ceiling"]
+        print(f"\n{name}: HTTP ceiling c=16 {ceiling[16]['rps']:.0f} req/s (c=1 p50 {ceiling[1]['p50_ms']:.2f} ms); "
               f"naive torch c=16 {entry['naive_torch'][16]['rps']:.0f} req/s")
-        print(f"  {'concurrency':>11} {'req/s':>8} {'of limit':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
-        for c, r in entry["service"].items():
-            print(f"  {c:>11} {r['rps']:>8.0f} {r['rps'] / limit:>8.0%} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7}")
+        for version, v in entry["versions"].items():
+            raw = v["raw"]
+            limit = min(ceiling[16]["rps"], raw["best"]["images_per_s"])
+            print(f"  v{version} {v['precision']}: raw ORT batch 1 {raw['batch1']['images_per_s']:.0f} img/s "
+                  f"({raw['batch1']['ms_per_run']:.3f} ms), best batch {raw['best_batch']} {raw['best']['images_per_s']:.0f} img/s")
+            print(f"  {'concurrency':>11} {'req/s':>8} {'of limit':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+            for c, r in v["service"].items():
+                print(f"  {c:>11} {r['rps']:>8.0f} {r['rps'] / limit:>8.0%} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7}")
     m = report["memory"]
     print(f"\nRSS after loading all models {m['rss_after_load_mb']} MB; after {m['requests']} requests {m['rss_after_requests_mb']} MB "
           f"({m['growth_pct']:+.1f} %), errors {m['errors']}")

@@ -1,5 +1,8 @@
 """Load generator, run as its own process: C concurrent clients posting one image over loopback,
-for a bounded time and request count. Prints one JSON line of results."""
+for a bounded time and request count. Prints one JSON line of results.
+
+Each client first opens its keep-alive connection with one unmeasured request; the clock starts when
+all are connected, so the figures are the steady state, not 64 simultaneous TCP handshakes."""
 
 from __future__ import annotations
 
@@ -12,8 +15,12 @@ import httpx
 import numpy as np
 
 
-async def client(url: str, files: list[bytes], deadline: float, budget: list[int], latencies: list[float], errors: list[int]) -> None:
+async def client(url: str, files: list[bytes], seconds: float, start: asyncio.Barrier, budget: list[int],
+                 latencies: list[float], errors: list[int]) -> None:
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=1)) as http:
+        await http.post(url, files={"file": ("image.png", files[0], "image/png")})  # connect (not measured)
+        await start.wait()
+        deadline = time.perf_counter() + seconds
         i = 0
         while time.perf_counter() < deadline and budget[0] > 0:
             budget[0] -= 1
@@ -31,9 +38,12 @@ async def client(url: str, files: list[bytes], deadline: float, budget: list[int
 async def run(url: str, images: list[bytes], concurrency: int, seconds: float, max_requests: int) -> dict:
     latencies: list[float] = []
     errors, budget = [0], [max_requests]
+    start = asyncio.Barrier(concurrency + 1)
+    clients = asyncio.gather(*(client(url, images[k:] + images[:k], seconds, start, budget, latencies, errors)
+                               for k in range(concurrency)))
+    await start.wait()
     started = time.perf_counter()
-    await asyncio.gather(*(client(url, images[k:] + images[:k], started + seconds, budget, latencies, errors)
-                           for k in range(concurrency)))
+    await clients
     elapsed = time.perf_counter() - started
     ms = np.array(latencies) * 1e3
     return {"concurrency": concurrency, "requests": len(latencies), "errors": errors[0], "seconds": round(elapsed, 2),

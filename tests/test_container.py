@@ -11,12 +11,13 @@ import os
 import shutil
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_until_ready
 
 pytestmark = [
     pytest.mark.container,
@@ -29,29 +30,43 @@ BASE_IMAGE = "docker.io/library/python:3.11-slim"
 ADDED_LIMIT_MB = 250
 
 
+def run_ok(command: list[str], env: dict[str, str], timeout: int) -> None:
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def podman_build(tag: str, context: Path, env: dict[str, str], *options: str) -> None:
+    build = ["podman", "build", "-t", tag, *options]
+    if HOST_CA.exists():  # this machine reaches the registries through a proxy its own CA bundle trusts
+        build += ["-v", f"{HOST_CA}:{HOST_CA}:ro"]
+    run_ok([*build, str(context)], env, timeout=1200)
+
+
+def replica_ready(container: str) -> bool:
+    """GET /readyz from inside a container that publishes no port."""
+    probe = "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"
+    return subprocess.run(["podman", "exec", container, "python3", "-c", probe], capture_output=True).returncode == 0
+
+
+def served_by(response: httpx.Response) -> str:
+    """The replica that answered, from the balancer's X-Served-By (the last address nginx tried)."""
+    return response.headers["x-served-by"].split(",")[-1].strip()
+
+
+def compose_env(port: int, **extra: str) -> dict[str, str]:
+    return {**os.environ, "BUILDAH_ISOLATION": "chroot", "CNNSERVE_HOST_PORT": str(port), **extra}
+
+
 @pytest.fixture(scope="module")
 def compose_service():
     port = free_port()
-    env = {**os.environ, "BUILDAH_ISOLATION": "chroot", "CNNSERVE_HOST_PORT": str(port)}
+    env = compose_env(port)
     project = ["podman-compose", "-p", "cnnserve-test", "-f", str(ROOT / "docker-compose.yml")]
-    build = ["podman", "build", "-t", "cnn-serve:latest", "--target", "runtime"]
-    if HOST_CA.exists():  # this machine reaches the registries through a proxy its own CA bundle trusts
-        build += ["-v", f"{HOST_CA}:{HOST_CA}:ro"]
-    built = subprocess.run([*build, "."], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    up = subprocess.run([*project, "up", "-d", "api"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    podman_build("cnn-serve:latest", ROOT, env, "--target", "runtime")
+    run_ok([*project, "up", "-d", "api"], env, timeout=300)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # healthcheck timers do not fire under podman here: poll
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        else:
+        if not wait_until_ready(url, 120):
             logs = subprocess.run([*project, "logs", "api"], cwd=ROOT, env=env, capture_output=True, text=True)
             pytest.fail(f"container never became ready:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
         yield url
@@ -83,3 +98,35 @@ def test_image_is_small_and_has_no_torch(compose_service):
                               "import importlib.util as u; print(u.find_spec('torch') is None, u.find_spec('onnxruntime') is not None)"],
                              capture_output=True, text=True, check=True).stdout.split()
     assert listing == ["True", "True"]
+
+
+def test_replicas_behind_the_load_balancer_share_the_requests(compose_service):
+    """deploy/compose/scale.yml: two stateless replicas behind nginx, which round-robins between them."""
+    port = free_port()
+    env = compose_env(port, CNNSERVE_REPLICAS="2")
+    compose = ROOT / "deploy" / "compose"
+    podman_build("cnn-serve-lb:latest", compose, env, "-f", str(compose / "lb.Dockerfile"))
+    project = ["podman-compose", "-p", "cnnscale-test", "-f", str(compose / "scale.yml")]
+    run_ok([*project, "up", "-d"], env, timeout=300)
+    url = f"http://127.0.0.1:{port}"
+    replicas = ("cnnscale-test_api_1", "cnnscale-test_api_2")
+    try:
+        assert wait_until_ready(url, 120), "the replicas never answered /readyz through the load balancer"
+        # Until a replica has loaded its models it refuses connections and nginx skips it for its
+        # fail_timeout (2 s): wait for each replica's own /readyz, then until nginx routes to both.
+        deadline = time.monotonic() + 120
+        while not all(replica_ready(name) for name in replicas):
+            assert time.monotonic() < deadline, "a replica never became ready"
+            time.sleep(1)
+        seen: set[str] = set()
+        while len(seen) < 2:
+            assert time.monotonic() < deadline, f"nginx only ever routed to {seen}"
+            seen.add(served_by(httpx.get(f"{url}/readyz", timeout=10)))
+            time.sleep(0.2)
+        digit = (ROOT / "examples" / "digit_7.png").read_bytes()
+        answers = [httpx.post(f"{url}/predict?model=lenet5", files={"file": ("7.png", digit)}, timeout=30) for _ in range(10)]
+        assert [a.json()["predictions"][0]["label"] for a in answers] == ["7"] * 10
+        served = Counter(served_by(a) for a in answers)
+        assert len(served) == 2 and min(served.values()) >= 3, served  # round-robin: both replicas answered
+    finally:
+        subprocess.run([*project, "down"], cwd=ROOT, env=env, capture_output=True, timeout=300)
