@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test models bench container-runtime browser clean
+.PHONY: serve test models bench load-generator container-runtime browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,13 @@ models: $(VENV)/.dev
 	$(BIN)/training zoo
 
 # Service vs raw ONNX Runtime, the HTTP ceiling and a naive torch server (a few minutes; quiet machine).
-bench: $(VENV)/.dev
+# Load comes from wrk (Debian's package), a C load generator that leaves the cores to the server.
+load-generator:
+	@if ! command -v wrk >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends wrk >/dev/null; fi; fi
+
+bench: $(VENV)/.dev load-generator
 	$(BIN)/python -m bench
 
 clean:

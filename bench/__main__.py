@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from bench.load import load, require_wrk
 from service.runtime import session_options
 from service.settings import Settings
 
@@ -86,16 +87,22 @@ class Server:
                 time.sleep(0.2)
         raise RuntimeError(f"server on {self.url} did not start")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process, all its threads."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def measure(self, path: str, image: Path, concurrency: int, seconds: float) -> dict:
+        """One load run, plus the server's CPU time per request: what a request costs, whatever the
+        load generator and the other core were doing."""
+        before = self.cpu_seconds()
+        result = load(self.url + path, image, concurrency, seconds)
+        result["cpu_ms_per_request"] = round((self.cpu_seconds() - before) / max(result["requests"], 1) * 1e3, 3)
+        return result
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
-
-
-def load(url: str, image: Path, concurrency: int, seconds: float, max_requests: int = 100_000) -> dict:
-    output = subprocess.run([sys.executable, "-m", "bench.load", url, str(image), "--concurrency", str(concurrency),
-                             "--seconds", str(seconds), "--max-requests", str(max_requests)],
-                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return json.loads(output)
 
 
 def main() -> None:
@@ -107,10 +114,12 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=10_000, help="requests for the memory-growth run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args()
+    require_wrk()
 
     settings = Settings(model_dir=ROOT / "models")
     report: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                                "python": platform.python_version(), "onnxruntime": ort.__version__},
+                                "python": platform.python_version(), "onnxruntime": ort.__version__,
+                                "load_generator": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split(" [")[0]},
                     "settings": {"inference_workers": settings.inference_workers, "intra_op_threads": settings.intra_op_threads},
                     "models": {}}
     for name in args.models:
@@ -119,11 +128,11 @@ def main() -> None:
         entry: dict = {"versions": {}}
         ceiling = Server("bench.apps:ceiling", {}, factory=True)
         ceiling.wait("/docs")
-        entry["http_ceiling"] = {c: load(f"{ceiling.url}/predict", image, c, args.seconds) for c in (1, 16)}
+        entry["http_ceiling"] = {c: ceiling.measure("/predict", image, c, args.seconds) for c in (1, 16)}
         ceiling.stop()
         naive = Server("bench.apps:naive", {"BENCH_MODEL_DIR": str(model_dir)}, factory=True)
         naive.wait("/docs")
-        entry["naive_torch"] = {c: load(f"{naive.url}/predict", image, c, args.seconds) for c in (1, 16)}
+        entry["naive_torch"] = {c: naive.measure("/predict", image, c, args.seconds) for c in (1, 16)}
         naive.stop()
         service = Server("service.app:create_app", {"CNNSERVE_MODEL_DIR": str(ROOT / "models"), "CNNSERVE_LOG_LEVEL": "warning"}, factory=True)
         service.wait("/readyz")
@@ -132,7 +141,7 @@ def main() -> None:
             entry["versions"][version] = {
                 "precision": json.loads((version_dir / "manifest.json").read_text()).get("precision", "float32"),
                 "raw": raw_onnxruntime(version_dir, settings, args.seconds / 4),
-                "service": {c: load(f"{service.url}/predict?model={name}&version={version}", image, c, args.seconds)
+                "service": {c: service.measure(f"/predict?model={name}&version={version}", image, c, args.seconds)
                             for c in args.concurrency},
             }
         service.stop()
@@ -141,7 +150,10 @@ def main() -> None:
     service = Server("service.app:create_app", {"CNNSERVE_MODEL_DIR": str(ROOT / "models"), "CNNSERVE_LOG_LEVEL": "warning"}, factory=True)
     service.wait("/readyz")
     before = rss_mb(service.process.pid)
-    soak = load(f"{service.url}/predict?model={args.models[0]}", example_for(ROOT / "models" / args.models[0] / "1"), 16, 600, args.soak)
+    soak = {"requests": 0, "errors": 0}
+    while soak["requests"] < args.soak:  # wrk runs for a time, not a count: repeat until the count is reached
+        run = service.measure(f"/predict?model={args.models[0]}", example_for(ROOT / "models" / args.models[0] / "1"), 16, 5)
+        soak = {"requests": soak["requests"] + run["requests"], "errors": soak["errors"] + run["errors"]}
     after = rss_mb(service.process.pid)
     service.stop()
     report["memory"] = {"rss_after_load_mb": round(before, 1), "rss_after_requests_mb": round(after, 1),
@@ -153,16 +165,20 @@ def main() -> None:
 def print_table(report: dict) -> None:
     for name, entry in report["models"].items():
         ceiling = entry["http_ceiling"]
-        print(f"\n{name}: HTTP ceiling c=16 {ceiling[16]['rps']:.0f} req/s (c=1 p50 {ceiling[1]['p50_ms']:.2f} ms); "
-              f"naive torch c=16 {entry['naive_torch'][16]['rps']:.0f} req/s")
+        naive = entry["naive_torch"][16]
+        print(f"\n{name}: HTTP ceiling c=16 {ceiling[16]['rps']:.0f} req/s (c=1 p50 {ceiling[1]['p50_ms']:.2f} ms, "
+              f"{ceiling[16]['cpu_ms_per_request']:.2f} CPU ms/request); naive torch c=16 {naive['rps']:.0f} req/s "
+              f"({naive['cpu_ms_per_request']:.2f} CPU ms/request)")
         for version, v in entry["versions"].items():
             raw = v["raw"]
             limit = min(ceiling[16]["rps"], raw["best"]["images_per_s"])
             print(f"  v{version} {v['precision']}: raw ORT batch 1 {raw['batch1']['images_per_s']:.0f} img/s "
                   f"({raw['batch1']['ms_per_run']:.3f} ms), best batch {raw['best_batch']} {raw['best']['images_per_s']:.0f} img/s")
-            print(f"  {'concurrency':>11} {'req/s':>8} {'of limit':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+            print(f"  {'concurrency':>11} {'req/s':>8} {'of limit':>9} {'x naive':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+                  f"{'errors':>7} {'CPU ms/req':>10}")
             for c, r in v["service"].items():
-                print(f"  {c:>11} {r['rps']:>8.0f} {r['rps'] / limit:>8.0%} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7}")
+                print(f"  {c:>11} {r['rps']:>8.0f} {r['rps'] / limit:>8.0%} {r['rps'] / naive['rps']:>8.1f} {r['p50_ms']:>8.2f} "
+                      f"{r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7} {r['cpu_ms_per_request']:>10.2f}")
     m = report["memory"]
     print(f"\nRSS after loading all models {m['rss_after_load_mb']} MB; after {m['requests']} requests {m['rss_after_requests_mb']} MB "
           f"({m['growth_pct']:+.1f} %), errors {m['errors']}")

@@ -13,5 +13,7 @@ RECIPES: dict[str, TrainConfig] = {
     "inception_small": TrainConfig("inception_small", "placed", epochs=90, batch_size=32, lr=1e-3, patience=10),
     # Glorot FC head with a zero output layer (see AlexNetSmall); 60 epochs at 3e-4 reached 92.6 %.
     "alexnet_small": TrainConfig("alexnet_small", "placed", epochs=90, batch_size=32, lr=5e-4, patience=15),
-    "cam_net": TrainConfig("cam_net", "placed", epochs=30, batch_size=32, lr=1e-3, patience=8),
+    # The box-attention term keeps the CAM on the digit (peak inside the box: 72.8 % → 99.8 % of test
+    # canvases); 45 epochs instead of 30 win back the accuracy it costs (94.8 % at 30; 96.6 % at 45).
+    "cam_net": TrainConfig("cam_net", "placed", epochs=45, batch_size=32, lr=1e-3, patience=8, box_attention=0.2),
 }

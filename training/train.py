@@ -36,8 +36,8 @@ class TrainConfig:
     threads: int = 0  # 0: torch's default (one per core)
     limit: int = 0    # train on this many evenly spread training images (0: all); for smoke tests
     label_smoothing: float = 0.0
-    # Weight of the box-attention term (GAP nets on placed digits): the share of the true class's CAM
-    # that lies outside the digit's box, added to the loss. 0: labels only, as in the CAM paper.
+    # Weight of the box-attention term (GAP nets on placed digits, see cam_box_loss): it pulls the
+    # true class's CAM onto the digit's box. 0: labels only, as in the CAM paper.
     box_attention: float = 0.0
 
 
@@ -97,19 +97,24 @@ def evaluate(model: CNN, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
-def cam_outside_box(model: CNN, maps: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Mean share of each image's ReLU'd CAM for its true class that falls on feature cells whose centre
-    lies outside the digit's box (x0, y0, x1, y1 in input pixels): 0 when the map is all on the digit."""
-    cam = torch.einsum("bkhw,bk->bhw", maps, model.head[-1].weight[labels]).relu()
+def cam_box_loss(model: CNN, maps: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """-log of the share of a spatial softmax over the true class's CAM that falls on the digit's box
+    (x0, y0, x1, y1 in input pixels), each feature cell counted by the fraction of it the box covers.
+    A softmax, not the ReLU'd map: that share could be zeroed by switching the whole map off."""
+    cam = torch.einsum("bkhw,bk->bhw", maps, model.head[-1].weight[labels])
     h, w = cam.shape[1:]
     spec = model.input_spec
-    cy = (torch.arange(h, dtype=torch.float32) + 0.5) * spec.height / h
-    cx = (torch.arange(w, dtype=torch.float32) + 0.5) * spec.width / w
+
+    def covered(cells: int, size: int, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """batch × cells: the fraction of each cell's extent along one axis inside [low, high)."""
+        step = size / cells
+        start = torch.arange(cells, dtype=torch.float32) * step
+        return ((torch.minimum(start + step, high[:, None]) - torch.maximum(start, low[:, None])) / step).clamp(0, 1)
+
     b = boxes.float()
-    inside_y = (cy[None] >= b[:, 1:2]) & (cy[None] < b[:, 3:4])
-    inside_x = (cx[None] >= b[:, 0:1]) & (cx[None] < b[:, 2:3])
-    inside = inside_y[:, :, None] & inside_x[:, None, :]
-    return ((cam * ~inside).sum((1, 2)) / (cam.sum((1, 2)) + 1e-6)).mean()
+    share = covered(h, spec.height, b[:, 1], b[:, 3])[:, :, None] * covered(w, spec.width, b[:, 0], b[:, 2])[:, None, :]
+    p = cam.flatten(1).softmax(1)
+    return -(p * share.flatten(1)).sum(1).clamp_min(1e-12).log().mean()
 
 
 def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = True) -> TrainResult:
@@ -165,7 +170,7 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
             logits, maps = model.forward_with_features(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
             if config.box_attention:
-                loss = loss + config.box_attention * cam_outside_box(model, maps, yb, train_boxes[idx])
+                loss = loss + config.box_attention * cam_box_loss(model, maps, yb, train_boxes[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

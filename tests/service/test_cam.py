@@ -106,9 +106,9 @@ def test_heatmap_peaks_fall_on_the_digit(client, placed_test):
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "localisation.json").write_text(json.dumps(rates, indent=2))
     print("heatmap localisation on the 500 placed-digit test images:", json.dumps(rates))
-    # Regression floors at the measured level. The target (peak pixel in the box for >= 90 %
-    # of cam_net's images) is not met: the peaks sit on the digit's ends, 1-3 px outside the box (72.8 %
-    # inside; 94 % within 2 px; 99.8 % within one 4-px cell).
-    assert rates["cam_net"]["peak_pixel_within_one_cell_of_box"] >= 0.97
-    assert rates["cam_net"]["peak_cell_overlaps_box"] >= 0.85
-    assert rates["cam_net"]["peak_pixel_in_box"] >= 0.65
+    # The target: cam_net's peak pixel inside the digit's box for >= 90 % of the test canvases
+    # (99.8 % measured, trained with the box-attention term). The label-only GAP nets keep their
+    # measured levels as regression floors.
+    assert rates["cam_net"]["peak_pixel_in_box"] >= 0.90
+    assert rates["resnet_small"]["peak_pixel_in_box"] >= 0.85
+    assert rates["inception_small"]["peak_pixel_within_one_cell_of_box"] >= 0.97

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from training.architectures import create_model
 from training.data import mnist_digits
-from training.train import TrainConfig, to_input, train
+from training.train import TrainConfig, cam_box_loss, to_input, train
 
 
 def test_one_epoch_on_a_slice_lowers_the_loss(tmp_path):
@@ -35,3 +36,23 @@ def test_to_input_pads_28_to_32_like_lenet():
     x = to_input(mnist_digits("test").images[:2], create_model("lenet5").input_spec)
     assert x.shape == (2, 1, 32, 32) and x.max() <= 1
     assert x[:, :, :2].abs().sum() == 0 and x[:, :, :, -2:].abs().sum() == 0
+
+
+def test_box_loss_is_low_when_the_cam_is_on_the_box_and_high_when_it_is_off():
+    model = create_model("cam_net")
+    weights = model.head[-1].weight  # 10 × 64
+    label = torch.tensor([3])
+    box = torch.tensor([[16, 16, 32, 32]])  # 64×64 input, 16×16 cells of 4 px: cells 4..7 in each axis
+    on, off = torch.zeros(1, 64, 16, 16), torch.zeros(1, 64, 16, 16)
+    on[0, :, 4:8, 4:8] = 5 * weights[3][:, None, None].sign()  # the class's CAM high on the box only
+    off[0, :, 10:14, 10:14] = 5 * weights[3][:, None, None].sign()
+    inside, outside = cam_box_loss(model, on, label, box).item(), cam_box_loss(model, off, label, box).item()
+    uniform = cam_box_loss(model, torch.zeros(1, 64, 16, 16), label, box).item()
+    assert inside < 0.01 and abs(uniform - torch.log(torch.tensor(256 / 16)).item()) < 1e-4 and outside > uniform
+    # A box narrower than a cell (a thin "1") still counts the cells it covers in part: finite, not inf.
+    assert torch.isfinite(cam_box_loss(model, off, label, torch.tensor([[17, 16, 19, 32]])))
+
+
+def test_box_attention_needs_a_gap_net_on_placed_digits():
+    with pytest.raises(ValueError, match="box-attention"):
+        train(TrainConfig("lenet5", "mnist", epochs=1, box_attention=1.0), None, progress=False)
