@@ -26,12 +26,15 @@ container-runtime:
 	@if ! command -v podman >/dev/null && [ -x ../shared/containers/podman-setup ]; then \
 	  ../shared/containers/podman-setup || echo "podman setup failed: the container test will be skipped"; fi
 
+# Debian packages the tests and the benchmark use, installed as root or through sudo when missing:
+# $(call apt_install,PACKAGE,what happens without it).
+apt_install = if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $(1) >/dev/null; \
+  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends $(1) >/dev/null; \
+  else echo "$(1) is missing and there is no root: $(2)"; fi
+
 # The page tests drive Debian's chromium (Playwright never downloads its own browser here).
 browser:
-	@if ! command -v chromium >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
-	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
-	  else echo "chromium missing and no root: the page tests will be skipped"; fi; fi
+	@command -v chromium >/dev/null || { $(call apt_install,chromium,the page tests will be skipped); }
 
 test: $(VENV)/.dev container-runtime browser
 	$(BIN)/python -m pytest
@@ -43,9 +46,7 @@ models: $(VENV)/.dev
 # Service vs raw ONNX Runtime, the HTTP ceiling and a naive torch server (a few minutes; quiet machine).
 # Load comes from wrk (Debian's package), a C load generator that leaves the cores to the server.
 load-generator:
-	@if ! command -v wrk >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends wrk >/dev/null; fi; fi
+	@command -v wrk >/dev/null || { $(call apt_install,wrk,the benchmark cannot run); }
 
 bench: $(VENV)/.dev load-generator
 	$(BIN)/python -m bench

@@ -114,12 +114,12 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=10_000, help="requests for the memory-growth run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args()
-    require_wrk()
+    wrk = require_wrk()
 
     settings = Settings(model_dir=ROOT / "models")
     report: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                 "python": platform.python_version(), "onnxruntime": ort.__version__,
-                                "load_generator": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split(" [")[0]},
+                                "load_generator": subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.split(" [")[0]},
                     "settings": {"inference_workers": settings.inference_workers, "intra_op_threads": settings.intra_op_threads},
                     "models": {}}
     for name in args.models:
@@ -150,9 +150,10 @@ def main() -> None:
     service = Server("service.app:create_app", {"CNNSERVE_MODEL_DIR": str(ROOT / "models"), "CNNSERVE_LOG_LEVEL": "warning"}, factory=True)
     service.wait("/readyz")
     before = rss_mb(service.process.pid)
+    soak_image = example_for(ROOT / "models" / args.models[0] / "1")
     soak = {"requests": 0, "errors": 0}
     while soak["requests"] < args.soak:  # wrk runs for a time, not a count: repeat until the count is reached
-        run = service.measure(f"/predict?model={args.models[0]}", example_for(ROOT / "models" / args.models[0] / "1"), 16, 5)
+        run = service.measure(f"/predict?model={args.models[0]}", soak_image, 16, 5)
         soak = {"requests": soak["requests"] + run["requests"], "errors": soak["errors"] + run["errors"]}
     after = rss_mb(service.process.pid)
     service.stop()

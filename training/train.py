@@ -101,7 +101,7 @@ def cam_box_loss(model: CNN, maps: torch.Tensor, labels: torch.Tensor, boxes: to
     """-log of the share of a spatial softmax over the true class's CAM that falls on the digit's box
     (x0, y0, x1, y1 in input pixels), each feature cell counted by the fraction of it the box covers.
     A softmax, not the ReLU'd map: that share could be zeroed by switching the whole map off."""
-    cam = torch.einsum("bkhw,bk->bhw", maps, model.head[-1].weight[labels])
+    cam = torch.einsum("bkhw,bk->bhw", maps, model.cam_linear.weight[labels])
     h, w = cam.shape[1:]
     spec = model.input_spec
 

@@ -40,7 +40,7 @@ def test_to_input_pads_28_to_32_like_lenet():
 
 def test_box_loss_is_low_when_the_cam_is_on_the_box_and_high_when_it_is_off():
     model = create_model("cam_net")
-    weights = model.head[-1].weight  # 10 × 64
+    weights = model.cam_linear.weight  # 10 × 64
     label = torch.tensor([3])
     box = torch.tensor([[16, 16, 32, 32]])  # 64×64 input, 16×16 cells of 4 px: cells 4..7 in each axis
     on, off = torch.zeros(1, 64, 16, 16), torch.zeros(1, 64, 16, 16)

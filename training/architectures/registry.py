@@ -53,12 +53,16 @@ class CNN(nn.Module):
         last_name = list(self.features.named_children())[-1][0]
         return f"features.{last_name}"
 
-    def cam_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The class weights ``w_k^c`` (classes × maps) and biases of a GAP head's linear layer."""
+    @property
+    def cam_linear(self) -> nn.Linear:
+        """A GAP head's linear layer: its weight row c is CAM's ``w_k^c``."""
         if not self.supports_cam:
             raise ValueError(f"{type(self).__name__} has no GAP + linear head; use Grad-CAM")
-        linear = [m for m in self.head.modules() if isinstance(m, nn.Linear)]
-        return linear[-1].weight.detach(), linear[-1].bias.detach()
+        return [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
+
+    def cam_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class weights ``w_k^c`` (classes × maps) and biases, detached for export."""
+        return self.cam_linear.weight.detach(), self.cam_linear.bias.detach()
 
 
 @dataclass(frozen=True)
