@@ -16,6 +16,7 @@ from .middleware import RequestContextMiddleware, configure_logging
 from .repository import ModelRepository
 from .routes import cam, health, models, page, predict, v2
 from .settings import Settings, get_settings
+from .workers import WorkerPool
 
 DESCRIPTION = """Classify images with the CNN zoo and see why: top-k predictions, architecture summaries,
 and CAM / Grad-CAM heatmaps, all computed with ONNX Runtime. Errors are RFC 9457 problem details."""
@@ -29,11 +30,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         repository = ModelRepository(settings)
-        repository.load_all()  # loads and warms every model before the first request is served
+        repository.load_all()
+        pool = WorkerPool(settings)
+        # The workers load and warm every model before the first request is served.
+        repository.record_sessions(await pool.start(repository.verified()))
         app.state.repository = repository
-        app.state.engine = InferenceEngine(settings, metrics)
-        yield
-        await app.state.engine.close()
+        app.state.engine = InferenceEngine(settings, metrics, pool)
+        try:
+            yield
+        finally:
+            await app.state.engine.close()
+            await pool.close()
 
     app = FastAPI(title="CNN serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings

@@ -13,6 +13,7 @@ from .inference import InferenceEngine
 from .metrics import Metrics
 from .repository import LoadedModel, ModelRepository
 from .settings import Settings
+from .workers import Upload
 
 
 async def get_settings(request: Request) -> Settings:
@@ -35,6 +36,17 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+async def read_upload(request: Request) -> Upload:
+    """The raw body of an image upload: the inference worker parses the form (workers.py says why)."""
+    return Upload(await request.body(), request.headers.get("content-type", ""))
+
+
+# What image-upload routes take, for the OpenAPI schema (FastAPI itself leaves the body unparsed).
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary",
+                            "description": "the image: PNG, JPEG, BMP, WebP or GIF (first frame)"}}}}}}}
 
 # The ?version= every model route takes.
 VersionQuery = Annotated[str | None, Query(description="model version (default: the model's default version, else the latest)")]

@@ -1,6 +1,7 @@
-"""The request pipelines: decode → preprocess → ONNX Runtime (dynamically batched) → postprocess or
-heatmap. CPU work runs on a bounded thread pool, so it never blocks the event loop nor oversubscribes
-the cores; decoding and preprocessing happen in the batch's own job on that pool (see batching.py)."""
+"""The request pipelines: an upload or tensor → an inference worker (dynamically batched) → the answer
+or a heatmap. The server process only routes; the CPU work runs in the workers (see workers.py), and
+what is left here that could hold up the event loop (decoding Open Inference Protocol tensors) on one
+helper thread."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from . import cam
-from .batching import BatchResult, MicroBatcher
+from .batching import MicroBatcher
 from .errors import InvalidParameter
 from .metrics import Metrics
-from .postprocessing import softmax, top_k
-from .preprocessing import Prepared, decode_image, prepare
+from .preprocessing import Prepared
 from .repository import LoadedModel
 from .schemas import CamMethod
 from .settings import Settings
+from .workers import BatchReply, Item, Rows, Upload, WorkerPool
 
 T = TypeVar("T")
 
@@ -29,7 +30,7 @@ T = TypeVar("T")
 class Classification:
     probabilities: np.ndarray
     top: list[tuple[int, float]]
-    prepared: Prepared
+    inverted: bool
     timings_ms: dict[str, float]
 
 
@@ -65,81 +66,76 @@ def resolve_method(model: LoadedModel, requested: CamMethod | None) -> CamMethod
 
 
 class InferenceEngine:
-    """Runs the pipelines: CPU work on a bounded thread pool, model runs through per-model batchers."""
+    """Runs the pipelines: model work on the inference workers through per-model batchers."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, pool: WorkerPool) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
-        self._batchers: dict[tuple[str, str], MicroBatcher] = {}
+        self.pool = pool
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="server-cpu")
+        self._batchers: dict[tuple[str, str], MicroBatcher[Item, Rows]] = {}
+
+    @property
+    def workers(self) -> str:
+        return f"{self.pool.running}/{self.settings.inference_workers}"
+
+    @property
+    def ready(self) -> bool:
+        """Every inference worker is running (readiness probes look here as well as at the models)."""
+        return self.pool.running == self.settings.inference_workers
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """CPU work of the server process's own, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def run_model(self, model: LoadedModel, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """N×C×H×W model input → (logits, features), batched with whatever else is queued for the model."""
-        result = await self._batcher(model).submit(lambda: (batch, None), rows=len(batch))
-        return result.logits, result.features
-
-    async def _run_upload(self, model: LoadedModel, data: bytes) -> BatchResult[tuple[Prepared, float, float]]:
-        """An uploaded image, decoded and preprocessed in its batch's job, then run with that batch."""
-        def make_input() -> tuple[np.ndarray, tuple[Prepared, float, float]]:
-            prepared = self._prepare(model, data)
-            return prepared[0].batch, prepared
-
-        return await self._batcher(model).submit(make_input)
+        rows = await self._batcher(model).submit(batch, rows=len(batch))
+        return rows.logits, rows.features  # type: ignore[return-value]
 
     async def close(self) -> None:
         await asyncio.gather(*(b.close() for b in self._batchers.values()))
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    def _batcher(self, model: LoadedModel) -> MicroBatcher:
-        key = (model.name, model.version)
-        if key not in self._batchers:
-            def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                started = time.perf_counter()
-                logits, features = model.sessions.classify(batch)  # type: ignore[union-attr]
-                self.metrics.observe_run(model.name, "model", len(batch), time.perf_counter() - started)
-                return logits, features
+    def _batcher(self, model: LoadedModel) -> MicroBatcher[Item, Rows]:
+        if model.key not in self._batchers:
+            async def dispatch(items: list[Item]) -> list[Rows | BaseException]:
+                reply: BatchReply = await self.pool.call(("classify", model.key, items))
+                if reply.logits is not None:
+                    self.metrics.observe_run(model.name, "model", len(reply.logits), reply.run_s)
+                return reply.rows()
 
             s = self.settings
-            self._batchers[key] = MicroBatcher(f"{model.name}/{model.version}", run, self.executor,
-                                               max_batch_size=s.max_batch_size, max_queue_delay_ms=s.max_queue_delay_ms,
-                                               max_queue=s.max_queue, collectors=s.inference_workers)
-        return self._batchers[key]
+            self._batchers[model.key] = MicroBatcher(f"{model.name}/{model.version}", dispatch, max_batch_size=s.max_batch_size,
+                                                     max_queue_delay_ms=s.max_queue_delay_ms, max_queue=s.max_queue,
+                                                     collectors=self.pool.slots)
+        return self._batchers[model.key]
 
-    def _prepare(self, model: LoadedModel, data: bytes) -> tuple[Prepared, float, float]:
+    async def classify(self, model: LoadedModel, upload: Upload, k: int) -> Classification:
         started = time.perf_counter()
-        image = decode_image(data, self.settings.max_image_pixels)
-        decoded = time.perf_counter()
-        return prepare(image, model.manifest), decoded - started, time.perf_counter() - decoded
-
-    async def classify(self, model: LoadedModel, data: bytes, k: int) -> Classification:
-        started = time.perf_counter()
-        result = await self._run_upload(model, data)
-        prepared, decode_s, preprocess_s = result.payload
-        probabilities = softmax(result.logits[0])
-        timings = {"decode_ms": decode_s, "preprocess_ms": preprocess_s, "inference_ms": result.run_seconds,
-                   "total_ms": time.perf_counter() - started}
-        return Classification(probabilities, top_k(probabilities, k), prepared,
+        rows = await self._batcher(model).submit(upload)
+        probabilities = rows.probabilities[0]
+        timings = {"decode_ms": rows.timings["decode"], "preprocess_ms": rows.timings["preprocess"],
+                   "inference_ms": rows.timings["run"], "total_ms": time.perf_counter() - started}
+        top = [(int(i), float(probabilities[i])) for i in rows.ranking[0, :k]]
+        return Classification(probabilities, top, rows.inverted,
                               {name: round(seconds * 1e3, 3) for name, seconds in timings.items()})
 
-    async def explain(self, model: LoadedModel, data: bytes, class_ref: str | None, method: CamMethod | None) -> Explanation:
+    async def explain(self, model: LoadedModel, upload: Upload, class_ref: str | None, method: CamMethod | None) -> Explanation:
         chosen = resolve_method(model, method)
-        result = await self._run_upload(model, data)
-        prepared = result.payload[0]
-        probabilities = softmax(result.logits[0])
+        rows = await self._batcher(model).submit(Upload(upload.body, upload.content_type, explain=True))
+        probabilities = rows.probabilities[0]
         index = resolve_class(model, class_ref, int(probabilities.argmax()))
-        heatmap = await self.run(self._heatmap, model, result.features, index, chosen)
+        features = rows.features
+        assert features is not None
+        # A weighted sum over a few feature maps: microseconds, so on the loop rather than a thread hop away.
+        if chosen == "cam":
+            heatmap = cam.normalise(cam.class_activation_map(features[0], model.cam_weights[index]))  # type: ignore[index]
+        else:
+            seed = np.zeros((1, len(model.manifest.labels)), np.float32)
+            seed[0, index] = 1
+            gradients, seconds = await self.pool.call(("gradient", model.key, features, seed))
+            self.metrics.observe_run(model.name, "gradcam", 1, seconds)
+            heatmap = cam.normalise(cam.grad_cam(features[0], gradients[0]))
         spec = model.manifest.input
-        return Explanation(chosen, index, probabilities, heatmap, cam.upsample(heatmap, spec.width, spec.height), prepared)
-
-    def _heatmap(self, model: LoadedModel, features: np.ndarray, index: int, method: CamMethod) -> np.ndarray:
-        if method == "cam":
-            return cam.normalise(cam.class_activation_map(features[0], model.cam_weights[index]))  # type: ignore[index]
-        seed = np.zeros((1, len(model.manifest.labels)), np.float32)
-        seed[0, index] = 1
-        started = time.perf_counter()
-        gradients = model.sessions.head_gradient(features, seed)  # type: ignore[union-attr]
-        self.metrics.observe_run(model.name, "gradcam", 1, time.perf_counter() - started)
-        return cam.normalise(cam.grad_cam(features[0], gradients[0]))
+        return Explanation(chosen, index, probabilities, heatmap, cam.upsample(heatmap, spec.width, spec.height), rows.prepared)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from .errors import InvalidParameter
+from .postprocessing import ranking
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 FP32 = np.dtype("<f4")  # every model here takes and returns float32
@@ -135,7 +136,7 @@ def input_tensors(request: InferenceRequest, binary: bytes) -> dict[str, np.ndar
 
 def classification(values: np.ndarray, k: int, labels: list[str]) -> np.ndarray:
     """The classification extension: per row, the top ``k`` as ``"<value>:<index>:<label>"`` strings."""
-    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    order = ranking(values)[:, :k]
     return np.array([[f"{row[i]:f}:{i}:{labels[i]}" for i in top] for row, top in zip(values, order)], dtype=object)
 
 

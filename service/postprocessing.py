@@ -1,4 +1,4 @@
-"""Logits → probabilities and the top-k classes."""
+"""Logits → probabilities and the classes ranked by them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def top_k(probabilities: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """(class index, probability) of the k most probable classes, best first; ties by index."""
-    order = np.lexsort((np.arange(len(probabilities)), -probabilities))[:k]
-    return [(int(i), float(probabilities[i])) for i in order]
+def ranking(scores: np.ndarray) -> np.ndarray:
+    """Class indices, highest score first, ties by index; per row for a batch."""
+    return np.argsort(-scores, axis=-1, kind="stable")

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
-from .errors import InvalidImage, PayloadTooLarge, UnsupportedImage
+from .errors import InvalidImage, InvalidParameter, PayloadTooLarge, UnsupportedImage
 from .manifest import Manifest
 
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "BMP": "BMP", "WEBP": "WebP", "GIF": "GIF"}
@@ -33,6 +34,47 @@ class Prepared:
     scale: tuple[float, float]   # model_xy = image_xy * scale + offset
     offset: tuple[float, float]
     inverted: bool = False
+
+
+def image_from_form(content_type: str, body: bytes) -> bytes:
+    """The ``file`` field of a multipart/form-data body.
+
+    python-multipart (the parser FastAPI uses) parses it in the inference worker rather than FastAPI on
+    the event loop: that parse was half of what the server process spent per request."""
+    media_type, options = parse_options_header(content_type)
+    if media_type != b"multipart/form-data" or not options.get(b"boundary"):
+        raise InvalidParameter(f"send the image as multipart/form-data, in the field 'file'; got Content-Type {content_type or 'none'!r}")
+    parts: list[tuple[dict[bytes, bytes], list[bytes]]] = []
+    header = [b"", b""]
+
+    def on_header_end() -> None:
+        parts[-1][0][header[0].lower()] = header[1]
+        header[:] = [b"", b""]
+
+    callbacks = {
+        "on_part_begin": lambda: parts.append(({}, [])),
+        "on_header_field": lambda data, start, end: header.__setitem__(0, header[0] + data[start:end]),
+        "on_header_value": lambda data, start, end: header.__setitem__(1, header[1] + data[start:end]),
+        "on_header_end": on_header_end,
+        "on_part_data": lambda data, start, end: parts[-1][1].append(data[start:end]),
+    }
+    try:
+        parser = MultipartParser(options[b"boundary"], callbacks)  # type: ignore[arg-type]
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise InvalidParameter(f"the multipart/form-data body could not be parsed: {exc}") from None
+    names = []
+    for headers, chunks in parts:
+        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
+        name = disposition.get(b"name", b"").decode("latin-1")
+        if name == "file":
+            if b"filename" not in disposition and b"filename*" not in disposition:
+                raise InvalidParameter("the form field 'file' must be a file upload (a part with a filename), not a text value")
+            return b"".join(chunks)
+        names.append(name)
+    raise InvalidParameter("the form has no field 'file'" + (f" (it has {', '.join(map(repr, names))})" if names else "")
+                           + "; send the image as the multipart field 'file'")
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -123,12 +165,15 @@ def prepare(image: Image.Image, manifest: Manifest) -> Prepared:
     else:
         fill = tuple(int(v) for v in np.atleast_1d(_border_mean(np.asarray(work))).round())
         content, scale, offset = _fit(work, prep.content_size[1], prep.content_size[0], fill if len(fill) > 1 else fill[0])
-    pixels = np.asarray(content, np.float32).reshape(content.height, content.width, spec.channels).transpose(2, 0, 1)
-    mean = np.asarray(prep.mean, np.float32)[:, None, None]
     std = np.asarray(prep.std, np.float32)[:, None, None]
-    # Zero-pad to the input size (LeNet-5's 32×32 around a 28×28 digit), normalising padding and content alike.
+    shift = np.asarray(prep.mean, np.float32)[:, None, None] / std
+    # Zero-pad to the input size (LeNet-5's 32×32 around a 28×28 digit), normalising padding and content
+    # alike; the content is normalised straight from its 8-bit pixels into its place in the batch.
     batch = np.empty((1, spec.channels, spec.height, spec.width), np.float32)
-    batch[0] = -mean / std
+    batch[0] = -shift
     y0, x0 = (spec.height - content.height) // 2, (spec.width - content.width) // 2
-    batch[0, :, y0:y0 + content.height, x0:x0 + content.width] = (pixels * prep.scale - mean) / std
+    place = batch[0, :, y0:y0 + content.height, x0:x0 + content.width]
+    pixels = np.asarray(content).reshape(content.height, content.width, spec.channels).transpose(2, 0, 1)
+    np.multiply(pixels, np.float32(prep.scale) / std, out=place)
+    place -= shift
     return Prepared(batch, page, scale, (offset[0] + x0, offset[1] + y0), inverted)

@@ -1,5 +1,6 @@
 """The model repository (Triton layout): ``<model_dir>/<name>/<version>/manifest.json`` beside
-``model.onnx`` and ``gradcam.onnx``. Every version is verified (sha256), loaded and warmed up at start."""
+``model.onnx`` and ``gradcam.onnx``. Every version is verified (sha256) here at start; the inference
+workers then load and warm it up, and say which execution provider it got (``record_sessions``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import numpy as np
 
 from .errors import ModelNotFound
 from .manifest import Manifest, ModelConfig
-from .runtime import Sessions
 from .settings import Settings
 
 log = logging.getLogger("service.repository")
@@ -23,7 +23,7 @@ log = logging.getLogger("service.repository")
 class LoadedModel:
     manifest: Manifest
     directory: Path
-    sessions: Sessions | None = None
+    providers: list[str] = field(default_factory=list)  # what ONNX Runtime gave the workers' sessions
     error: str | None = None
 
     @property
@@ -35,12 +35,12 @@ class LoadedModel:
         return self.manifest.version
 
     @property
-    def status(self) -> str:
-        return "ready" if self.sessions is not None else "failed"
+    def key(self) -> tuple[str, str]:
+        return self.manifest.name, self.manifest.version
 
     @property
-    def providers(self) -> list[str]:
-        return self.sessions.providers if self.sessions else []
+    def status(self) -> str:
+        return "ready" if self.providers and self.error is None else "failed"
 
     @cached_property
     def cam_weights(self) -> np.ndarray | None:
@@ -111,14 +111,27 @@ class ModelRepository:
                     raise ValueError(f"{file} is outside the model's directory")
                 if _sha256(directory / file) != expected.sha256:
                     raise ValueError(f"{file} does not match the sha256 in its manifest")
-            sessions = Sessions.load(directory / "model.onnx", directory / manifest.heatmaps.gradcam_graph.file, self.settings)
-            sessions.warm_up(tuple(manifest.input.shape[1:]), len(manifest.labels))
-            entry.sessions = sessions
-            log.info("loaded %s/%s on %s", manifest.name, manifest.version, ",".join(sessions.providers))
-        except Exception as exc:  # a broken model must not take the others down
-            entry.error = str(exc)
-            self.errors.append(f"{manifest.name}/{manifest.version}: {exc}")
-            log.error("failed to load %s/%s: %s", manifest.name, manifest.version, exc)
+        except Exception as exc:  # noqa: BLE001 - a broken model must not take the others down
+            self._failed(entry, str(exc))
+
+    def _failed(self, entry: LoadedModel, error: str) -> None:
+        entry.error = error
+        self.errors.append(f"{entry.name}/{entry.version}: {error}")
+        log.error("failed to load %s/%s: %s", entry.name, entry.version, error)
+
+    def verified(self) -> dict[tuple[str, str], Path]:
+        """Every version whose files checked out, for the inference workers to load."""
+        return {m.key: m.directory for versions in self.models.values() for m in versions.values() if m.error is None}
+
+    def record_sessions(self, report: dict[tuple[str, str], list[str] | str]) -> None:
+        """The workers' word per version: the providers its sessions got, or why they failed."""
+        for key, outcome in report.items():
+            entry = self.models[key[0]][key[1]]
+            if isinstance(outcome, str):
+                self._failed(entry, outcome)
+            else:
+                entry.providers = outcome
+                log.info("loaded %s/%s on %s", entry.name, entry.version, ",".join(outcome))
 
     @property
     def ready(self) -> bool:
@@ -145,6 +158,6 @@ class ModelRepository:
             raise ModelNotFound(f"model {name!r} has no version {version!r}; available: {', '.join(self.versions(name))}",
                                 available=self.versions(name))
         model = versions[version]
-        if model.sessions is None:
+        if model.status != "ready":
             raise ModelNotFound(f"model {name}/{version} failed to load: {model.error}", available=self.names())
         return model

@@ -102,4 +102,5 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     models: dict[str, list[str]] = Field(description="loaded model → versions")
+    workers: str = Field(examples=["1/1"], description="inference worker processes running / configured")
     errors: list[str]

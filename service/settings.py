@@ -22,11 +22,13 @@ class Settings(BaseSettings):
     default_model: str = Field("mnist_cnn_b", description="model used when a request names none")
     providers: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="auto: CUDA when ONNX Runtime has it and a GPU answers, else CPU; cuda: ask for CUDA (falls back to CPU, reported); cpu")
-    # One run at a time with every core's threads beats one single-threaded run per core here: batching
-    # already packs concurrent requests into one run, and each extra worker thread is one more thread
-    # taking the GIL from the event loop for its share of decoding and preprocessing (PERFORMANCE.md).
-    inference_workers: int = Field(1, ge=1, description="ONNX Runtime runs at once")
-    intra_op_threads: int = Field(0, ge=0, description="threads inside one run (0: cores // inference_workers, at least 1)")
+    # The server process parses HTTP on one core; inference workers (processes) parse, decode, preprocess
+    # and run the models beside it. Rule: inference_workers × intra_op_threads ≤ cores − 1, leaving the
+    # server its core (PERFORMANCE.md has the measurements behind the defaults).
+    inference_workers: int = Field(1, ge=1, description="inference worker processes (each runs one batch at a time)")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads inside one run (0: (cores - 1) // inference_workers, at least 1)")
+    worker_timeout_s: float = Field(30.0, gt=0, description="a batch taking longer fails with 503 and its worker is restarted")
+    worker_start_timeout_s: float = Field(300.0, gt=0, description="how long a worker may take to load every model")
     max_batch_size: int = Field(32, ge=1, description="most images stacked into one ONNX Runtime run")
     max_queue_delay_ms: float = Field(0.0, ge=0, description="how long a batch may wait for more requests (0: only what is already queued)")
     max_queue: int = Field(256, ge=1, description="requests waiting per model before new ones get 503 + Retry-After")
@@ -40,9 +42,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _threads(self) -> "Settings":
-        # Rule: inference_workers × intra_op_threads ≤ cores, so concurrent runs never oversubscribe.
         if self.intra_op_threads == 0:
-            self.intra_op_threads = max(1, _cores() // self.inference_workers)
+            self.intra_op_threads = max(1, (_cores() - 1) // self.inference_workers)
         return self
 
 

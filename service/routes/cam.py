@@ -10,9 +10,8 @@ from fastapi.responses import Response
 from PIL import Image
 
 from .. import cam
-from ..dependencies import EngineDep, RepositoryDep, VersionQuery, model_for
+from ..dependencies import UPLOAD_BODY, EngineDep, RepositoryDep, VersionQuery, model_for, read_upload
 from ..schemas import CamMethod, CamResponse, ClassScore
-from .predict import ImageFile
 from .problems import PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/models", tags=["heatmaps"])
@@ -27,11 +26,10 @@ def _png(image: Image.Image) -> bytes:
 @router.post("/{name}/cam", response_model=CamResponse, responses={
     **PROBLEM_RESPONSES, 200: {"content": {"application/json": {}, "image/png": {}},
                                "description": "JSON heatmap, or a PNG when format is png or overlay"}},
-    summary="CAM / Grad-CAM heatmap for an uploaded image")
+    openapi_extra=UPLOAD_BODY, summary="CAM / Grad-CAM heatmap for an uploaded image")
 async def class_activation_map(
     request: Request,
     name: str,
-    file: ImageFile,
     repository: RepositoryDep,
     engine: EngineDep,
     class_: Annotated[str | None, Query(alias="class", description="class index or label (default: the top-1 class)", examples=["7"])] = None,
@@ -41,7 +39,7 @@ async def class_activation_map(
     version: VersionQuery = None,
 ):
     loaded = model_for(request, repository, name, version)
-    result = await engine.explain(loaded, await file.read(), class_, method)
+    result = await engine.explain(loaded, await read_upload(request), class_, method)
     labels = loaded.manifest.labels
     score = float(result.probabilities[result.class_index])
     if format == "json":

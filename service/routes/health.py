@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..dependencies import MetricsDep, RepositoryDep
+from ..dependencies import EngineDep, MetricsDep, RepositoryDep
 from ..schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -18,10 +18,10 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}},
-            summary="Every model is loaded and warmed up")
-async def readyz(repository: RepositoryDep):
-    body = Readiness(ready=repository.ready, models={n: repository.versions(n) for n in repository.names()},
-                     errors=repository.errors)
+            summary="Every model is loaded and warmed up, and every inference worker is running")
+async def readyz(repository: RepositoryDep, engine: EngineDep):
+    body = Readiness(ready=repository.ready and engine.ready, workers=engine.workers,
+                     models={n: repository.versions(n) for n in repository.names()}, errors=repository.errors)
     return body if body.ready else JSONResponse(body.model_dump(), status_code=503)
 
 

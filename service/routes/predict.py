@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Query, Request, Response
 
-from ..dependencies import EngineDep, RepositoryDep, SettingsDep, VersionQuery, model_for
+from ..dependencies import UPLOAD_BODY, EngineDep, RepositoryDep, SettingsDep, VersionQuery, model_for, read_upload
 from ..errors import InvalidParameter
 from ..schemas import ClassScore, PredictResponse, Timings
 from .problems import PROBLEM_RESPONSES
 
 router = APIRouter(tags=["predict"])
 
-ImageFile = Annotated[UploadFile, File(description="the image: PNG, JPEG, BMP, WebP or GIF (first frame)")]
-
-
-@router.post("/predict", response_model=PredictResponse, responses=PROBLEM_RESPONSES,
+@router.post("/predict", response_model=PredictResponse, responses=PROBLEM_RESPONSES, openapi_extra=UPLOAD_BODY,
              summary="Classify an image with a model from the repository")
 async def predict(
     request: Request,
-    file: ImageFile,
     repository: RepositoryDep,
     engine: EngineDep,
     settings: SettingsDep,
@@ -32,11 +28,11 @@ async def predict(
     if top_k > settings.max_top_k:
         raise InvalidParameter(f"top_k must be at most {settings.max_top_k}; got {top_k}")
     labels = loaded.manifest.labels
-    result = await engine.classify(loaded, await file.read(), min(top_k, len(labels)))
+    result = await engine.classify(loaded, await read_upload(request), min(top_k, len(labels)))
     body = PredictResponse(
         model=loaded.name, version=loaded.version,
         predictions=[ClassScore(index=i, label=labels[i], probability=p) for i, p in result.top],
-        provider=loaded.providers[0], inverted=result.prepared.inverted, timings=Timings(**result.timings_ms),
+        provider=loaded.providers[0], inverted=result.inverted, timings=Timings(**result.timings_ms),
     )
     # Serialised by pydantic directly: the hot path skips FastAPI re-validating what it just built.
     return Response(body.model_dump_json(), media_type="application/json")

@@ -35,14 +35,14 @@ async def live() -> Response:
     return _ready(True)
 
 
-@router.get("/health/ready", summary="Every model is loaded and warmed up (200; 400 if not)")
-async def ready(repository: RepositoryDep) -> Response:
-    return _ready(repository.ready)
+@router.get("/health/ready", summary="Every model is loaded and warmed up and every inference worker runs (200; 400 if not)")
+async def ready(repository: RepositoryDep, engine: EngineDep) -> Response:
+    return _ready(repository.ready and engine.ready)
 
 
 @router.post("/repository/index", response_model=list[RepositoryEntry], summary="Every model version and its state")
 async def repository_index(repository: RepositoryDep) -> list[RepositoryEntry]:
-    return [RepositoryEntry(name=name, version=version, state="READY" if model.sessions else "UNAVAILABLE",
+    return [RepositoryEntry(name=name, version=version, state="READY" if model.status == "ready" else "UNAVAILABLE",
                             reason=model.error or "")
             for name in repository.names() for version, model in sorted(repository.models[name].items())]
 

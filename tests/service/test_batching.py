@@ -4,8 +4,6 @@ and a full queue answers 503 with Retry-After."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -15,94 +13,111 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.batching import MicroBatcher
-from service.errors import ServiceUnavailable
+from service.errors import ServiceUnavailable, UnsupportedImage
+from service.inference_worker import WorkerModel, run_batch
+from service.manifest import Manifest
+from service.runtime import Sessions
+from service.workers import Upload
 from tests.conftest import MODELS, encode, upload
 
-LENET = str(MODELS / "lenet5" / "1" / "model.onnx")
+LENET = MODELS / "lenet5" / "1"
 
 
-def test_batched_rows_equal_single_runs():
-    session = ort.InferenceSession(LENET, providers=["CPUExecutionProvider"])
-    run = lambda batch: tuple(session.run(None, {"input": batch}))  # noqa: E731
+@pytest.fixture(scope="module")
+def lenet(settings) -> WorkerModel:
+    """lenet5 as an inference worker holds it, here in the test's own process."""
+    manifest = Manifest.model_validate_json((LENET / "manifest.json").read_text())
+    return WorkerModel(manifest, Sessions.load(LENET / "model.onnx", LENET / "gradcam.onnx", settings))
+
+
+def single(x: np.ndarray) -> list[np.ndarray]:
+    return ort.InferenceSession(str(LENET / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+
+
+def test_batched_rows_equal_single_runs(lenet):
     inputs = np.random.default_rng(0).random((12, 1, 1, 32, 32), np.float32)
     sizes: list[int] = []
 
-    def counted(batch):
-        sizes.append(len(batch))
-        return run(batch)
+    async def dispatch(items):
+        sizes.append(len(items))
+        return (await asyncio.to_thread(run_batch, lenet, items, 10**8)).rows()
 
     async def scenario():
-        with ThreadPoolExecutor(2) as pool:
-            batcher = MicroBatcher("lenet5", counted, pool, max_batch_size=8, max_queue_delay_ms=50, max_queue=64, collectors=1)
-            results = await asyncio.gather(*(batcher.submit(lambda x=x: (x, None)) for x in inputs))
-            await batcher.close()
+        batcher = MicroBatcher("lenet5", dispatch, max_batch_size=8, max_queue_delay_ms=50, max_queue=64, collectors=1)
+        results = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+        await batcher.close()
         return results
 
     results = asyncio.run(scenario())
     assert max(sizes) > 1 and max(sizes) <= 8 and sum(sizes) == 12
-    for x, result in zip(inputs, results):
-        single_logits, single_features = run(x)
-        np.testing.assert_allclose(result.logits, single_logits, atol=1e-5)
-        np.testing.assert_allclose(result.features, single_features, atol=1e-5)
+    for x, rows in zip(inputs, results):
+        single_logits, single_features = single(x)
+        np.testing.assert_allclose(rows.logits, single_logits, atol=1e-5)
+        np.testing.assert_allclose(rows.features, single_features, atol=1e-5)
+        np.testing.assert_allclose(rows.probabilities.sum(axis=1), 1, atol=1e-6)
+        assert rows.ranking[0, 0] == single_logits[0].argmax()
 
 
-def test_multi_image_requests_and_a_failing_input_share_batches_correctly():
-    session = ort.InferenceSession(LENET, providers=["CPUExecutionProvider"])
-    sizes: list[int] = []
+def test_multi_image_requests_and_a_failing_input_share_batches_correctly(lenet, mnist_test):
+    rows_per_run: list[int] = []
 
-    def run(batch):
-        sizes.append(len(batch))
-        return tuple(session.run(None, {"input": batch}))
+    def counted(items):
+        reply = run_batch(lenet, items, 10**8)
+        rows_per_run.append(len(reply.logits))
+        return reply.rows()
 
     rng = np.random.default_rng(1)
     tensors = [rng.random((rows, 1, 32, 32), np.float32) for rows in (3, 1, 4, 2, 5, 1)]
-
-    def broken():
-        raise ValueError("cannot decode this one")
+    form = httpx.Request("POST", "http://test/", files=upload(encode(mnist_test.images[0, 0])))
+    digit = Upload(form.read(), form.headers["content-type"])
+    junk = httpx.Request("POST", "http://test/", files=upload(b"junk"))
 
     async def scenario():
-        with ThreadPoolExecutor(2) as pool:
-            batcher = MicroBatcher("lenet5", run, pool, max_batch_size=6, max_queue_delay_ms=50, max_queue=64, collectors=1)
-            calls = [batcher.submit(lambda t=t, i=i: (t, i), rows=len(t)) for i, t in enumerate(tensors)]
-            calls.insert(2, batcher.submit(broken))
-            results = await asyncio.gather(*calls, return_exceptions=True)
-            await batcher.close()
+        batcher = MicroBatcher("lenet5", lambda items: asyncio.to_thread(counted, items), max_batch_size=6,
+                               max_queue_delay_ms=50, max_queue=64, collectors=1)
+        calls = [batcher.submit(t, rows=len(t)) for t in tensors]
+        calls.insert(2, batcher.submit(Upload(junk.read(), junk.headers["content-type"])))
+        calls.insert(4, batcher.submit(digit))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        await batcher.close()
         return results
 
     results = asyncio.run(scenario())
-    failed = results.pop(2)
-    assert isinstance(failed, ValueError) and "cannot decode" in str(failed)
-    assert max(sizes) <= 6 and sum(sizes) == 16 and len(sizes) < len(tensors)
-    for i, (tensor, result) in enumerate(zip(tensors, results)):
-        assert result.payload == i and result.logits.shape == (len(tensor), 10)
-        np.testing.assert_allclose(result.logits, session.run(None, {"input": tensor})[0], atol=1e-5)
+    uploaded, failed = results.pop(4), results.pop(2)
+    assert isinstance(failed, UnsupportedImage) and failed.status == 415
+    assert uploaded.logits.shape == (1, 10)
+    assert run_batch(lenet, [digit], 10**8).features is None  # uploads get features only when asked for
+    assert uploaded.ranking[0, 0] == mnist_test.labels[0]
+    assert max(rows_per_run) <= 6 and sum(rows_per_run) == 17 and len(rows_per_run) < len(tensors) + 1
+    for tensor, rows in zip(tensors, results):
+        assert rows.logits.shape == (len(tensor), 10)
+        np.testing.assert_allclose(rows.logits, single(tensor)[0], atol=1e-5)
 
 
-def test_full_queue_answers_503_with_retry_after():
-    session = ort.InferenceSession(LENET, providers=["CPUExecutionProvider"])
-    release = threading.Event()
-
+def test_full_queue_answers_503_with_retry_after(lenet):
     async def scenario():
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(release.wait)  # the only inference thread is busy
-            batcher = MicroBatcher("lenet5", lambda b: tuple(session.run(None, {"input": b})), pool,
-                                   max_batch_size=1, max_queue_delay_ms=0, max_queue=2, collectors=1)
-            x = np.zeros((1, 1, 32, 32), np.float32)
-            make = lambda: (x, None)  # noqa: E731
-            first = asyncio.create_task(batcher.submit(make))     # taken by the collector, waits for a thread
-            await asyncio.sleep(0.05)
-            queued = [asyncio.create_task(batcher.submit(make)) for _ in range(2)]
-            await asyncio.sleep(0.05)
-            with pytest.raises(ServiceUnavailable) as busy:
-                await batcher.submit(make)
-            release.set()
-            done = await asyncio.gather(first, *queued)
-            await batcher.close()
-            return busy.value, done
+        release = asyncio.Event()
+
+        async def dispatch(items):
+            await release.wait()  # the worker is busy
+            return run_batch(lenet, items, 10**8).rows()
+
+        batcher = MicroBatcher("lenet5", dispatch, max_batch_size=1, max_queue_delay_ms=0, max_queue=2, collectors=1)
+        x = np.zeros((1, 1, 32, 32), np.float32)
+        first = asyncio.create_task(batcher.submit(x))     # taken by the collector, waits for the worker
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(batcher.submit(x)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(ServiceUnavailable) as busy:
+            await batcher.submit(x)
+        release.set()
+        done = await asyncio.gather(first, *queued)
+        await batcher.close()
+        return busy.value, done
 
     busy, done = asyncio.run(scenario())
     assert busy.status == 503 and busy.headers == {"Retry-After": "1"}
-    assert len(done) == 3 and all(result.logits.shape == (1, 10) for result in done)
+    assert len(done) == 3 and all(rows.logits.shape == (1, 10) for rows in done)
 
 
 def test_bad_requests_inside_a_batch_of_good_ones(settings, mnist_test):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 
 from service import cam
 from service.manifest import Manifest
-from service.postprocessing import softmax, top_k
+from service.postprocessing import ranking, softmax
 from service.preprocessing import decode_image, prepare
 from service.settings import Settings
 from tests.conftest import manifest
@@ -28,11 +29,10 @@ def test_settings_from_environment(monkeypatch):
         Settings()
 
 
-def test_thread_rule_never_oversubscribes():
-    import os
-
-    settings = Settings()
-    assert settings.inference_workers * settings.intra_op_threads <= max(os.cpu_count() or 1, settings.inference_workers)
+def test_thread_rule_leaves_the_server_a_core():
+    assert Settings(inference_workers=1).intra_op_threads == max(1, len(os.sched_getaffinity(0)) - 1)
+    assert Settings(inference_workers=2).intra_op_threads == max(1, (len(os.sched_getaffinity(0)) - 1) // 2)
+    assert Settings(inference_workers=2, intra_op_threads=3).intra_op_threads == 3  # set explicitly: kept
 
 
 def _png(pixels: np.ndarray, mode: str | None = None) -> bytes:
@@ -102,7 +102,8 @@ def test_cam_maths():
     assert colours[0, 0].argmax() == 2 and colours[0, 2].argmax() == 0  # blue → red
 
 
-def test_softmax_and_top_k():
+def test_softmax_and_ranking():
     p = softmax(np.array([1000.0, 1001.0, 999.0]))
     assert abs(p.sum() - 1) < 1e-12 and p.argmax() == 1
-    assert top_k(np.array([0.2, 0.5, 0.2, 0.1]), 3) == [(1, 0.5), (0, 0.2), (2, 0.2)]
+    assert ranking(np.array([0.2, 0.5, 0.2, 0.1])).tolist() == [1, 0, 2, 3]  # ties by index
+    assert ranking(np.array([[0.1, 0.9], [0.7, 0.3]])).tolist() == [[1, 0], [0, 1]]
