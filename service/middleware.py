@@ -17,6 +17,7 @@ from .metrics import Metrics
 
 access_log = logging.getLogger("service.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+WANTED_HEADERS = (b"x-request-id", b"content-length")
 
 
 class RequestContextMiddleware:
@@ -30,8 +31,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        given = headers.get("x-request-id", "")
+        headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in WANTED_HEADERS}  # names come lowercased
+        given = headers.get(b"x-request-id", "")
         request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -58,7 +59,7 @@ class RequestContextMiddleware:
             return message
 
         try:
-            declared = int(headers.get("content-length", "0") or 0)
+            declared = int(headers.get(b"content-length", "0") or 0)
         except ValueError:
             declared = 0
         try:
@@ -75,11 +76,12 @@ class RequestContextMiddleware:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             model = str(state.get("model", ""))
             self.metrics.observe_request(scope["method"], route, model, status, seconds)
-            access_log.info("request", extra={"fields": {
-                "request_id": request_id, "method": scope["method"], "path": scope["path"], "route": route,
-                "model": model or None, "status": status, "duration_ms": round(seconds * 1000, 2),
-                "client": (scope.get("client") or ("", 0))[0],
-            }})
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("request", extra={"fields": {
+                    "request_id": request_id, "method": scope["method"], "path": scope["path"], "route": route,
+                    "model": model or None, "status": status, "duration_ms": round(seconds * 1000, 2),
+                    "client": (scope.get("client") or ("", 0))[0],
+                }})
 
 
 class JsonFormatter(logging.Formatter):
