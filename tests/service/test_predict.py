@@ -101,3 +101,17 @@ def test_exif_orientation_is_applied(client, mnist_test):
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
     assert label_of(jpeg(stored, exif=exif.tobytes())) == "7"
+
+
+def test_upload_routes_document_their_multipart_body(client):
+    """The workers parse the form, so FastAPI does not; the OpenAPI page must still show the upload."""
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/predict", "/models/{name}/cam"):
+        schema = paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert schema["required"] == ["file"] and schema["properties"]["file"]["format"] == "binary"
+
+
+def test_the_file_is_found_among_other_form_fields(client, mnist_test):
+    digit, label = encode(mnist_test.images[0, 0]), str(mnist_test.labels[0])
+    response = client.post("/predict?model=lenet5", data={"note": "first", "other": "x"}, files=upload(digit))
+    assert response.status_code == 200 and response.json()["predictions"][0]["label"] == label
