@@ -9,7 +9,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,44 +28,52 @@ class WorkerModel:
     sessions: Sessions
 
 
-def _prepare(model: WorkerModel, item: Item, max_pixels: int) -> tuple[np.ndarray, Upload | None, Prepared | None, float, float]:
+class Input(NamedTuple):
+    tensor: np.ndarray               # N×C×H×W, ready for the model
+    upload: Upload | None            # None: the item was a tensor already
+    prepared: Prepared | None
+    decode_s: float
+    preprocess_s: float
+
+
+def _prepare(model: WorkerModel, item: Item, max_pixels: int) -> Input:
     if isinstance(item, np.ndarray):
-        return item, None, None, 0.0, 0.0
+        return Input(item, None, None, 0.0, 0.0)
     started = time.perf_counter()
     image = decode_image(image_from_form(item.content_type, item.body), max_pixels)
     decoded = time.perf_counter()
     prepared = prepare(image, model.manifest)
-    return prepared.batch, item, prepared, decoded - started, time.perf_counter() - decoded
+    return Input(prepared.batch, item, prepared, decoded - started, time.perf_counter() - decoded)
 
 
 def run_batch(model: WorkerModel, items: list[Item], max_pixels: int) -> BatchReply:
     """Prepare every item, one run for all that prepared; an item that fails to prepare gets its own
     error and the rest still run."""
-    prepared: list[tuple | ProblemError] = []
+    inputs: list[Input | ProblemError] = []
     for item in items:
         try:
-            prepared.append(_prepare(model, item, max_pixels))
+            inputs.append(_prepare(model, item, max_pixels))
         except ProblemError as exc:
-            prepared.append(exc)
-    ready = [p for p in prepared if not isinstance(p, ProblemError)]
+            inputs.append(exc)
+    ready = [i for i in inputs if isinstance(i, Input)]
     if not ready:
-        return BatchReply(prepared)  # type: ignore[arg-type]
-    stacked = ready[0][0] if len(ready) == 1 else np.concatenate([p[0] for p in ready])
+        return BatchReply(inputs)  # type: ignore[arg-type]
+    stacked = ready[0].tensor if len(ready) == 1 else np.concatenate([i.tensor for i in ready])
     started = time.perf_counter()
     logits, features = model.sessions.classify(stacked)
     seconds = time.perf_counter() - started
     probabilities = softmax(logits)
     placed: list[Placed | ProblemError] = []
     start = 0
-    for p in prepared:
-        if isinstance(p, ProblemError):
-            placed.append(p)
+    for i in inputs:
+        if isinstance(i, ProblemError):
+            placed.append(i)
             continue
-        tensor, upload, view, decode_s, preprocess_s = p
-        placed.append(Placed(start, start + len(tensor), bool(view and view.inverted), view if upload and upload.explain else None,
-                             decode_s, preprocess_s))
-        start += len(tensor)
-    wants_features = any(upload is None or upload.explain for _, upload, *_ in ready)
+        explain = i.upload is not None and i.upload.explain
+        placed.append(Placed(start, start + len(i.tensor), bool(i.prepared and i.prepared.inverted),
+                             i.prepared if explain else None, i.decode_s, i.preprocess_s))
+        start += len(i.tensor)
+    wants_features = any(i.upload is None or i.upload.explain for i in ready)
     return BatchReply(placed, logits, probabilities, ranking(probabilities), features if wants_features else None, seconds)
 
 
@@ -110,14 +118,17 @@ def serve(fd: int) -> None:
 
         settings, versions = receive()
         models, report = load_models(settings, versions)
-        sock.sendall(frame(report))
-        while (job := receive()) is not None:
-            try:
-                reply = ("ok", _handle(models, settings, job))
-            except ProblemError as exc:
-                reply = ("error", exc)
-            except Exception as exc:  # noqa: BLE001 - sent as text: not every exception survives pickling
-                reply = ("error", RuntimeError(f"{type(exc).__name__}: {exc}"))
-            sock.sendall(frame(reply))
+        try:
+            sock.sendall(frame(report))
+            while (job := receive()) is not None:
+                try:
+                    reply = ("ok", _handle(models, settings, job))
+                except ProblemError as exc:
+                    reply = ("error", exc)
+                except Exception as exc:  # noqa: BLE001 - sent as text: not every exception survives pickling
+                    reply = ("error", RuntimeError(f"{type(exc).__name__}: {exc}"))
+                sock.sendall(frame(reply))
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the server went away mid-answer
 
 
