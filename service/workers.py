@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
 import socket
 import struct
@@ -124,8 +125,10 @@ class Worker:
         """A new worker, once it has loaded ``versions``, and its load report."""
         ours, theirs = socket.socketpair()
         with theirs:
+            # The server's own import path, so the worker runs the very same `service` package.
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
             process = subprocess.Popen([sys.executable, "-c", f"from service.inference_worker import serve; serve({theirs.fileno()})"],
-                                       pass_fds=[theirs.fileno()])
+                                       pass_fds=[theirs.fileno()], env=env)
         worker = cls(process, *await asyncio.open_unix_connection(sock=ours))
         try:
             report = await worker.send((settings, versions), settings.worker_start_timeout_s)
