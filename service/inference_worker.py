@@ -3,6 +3,8 @@ model version's sessions, then answer jobs: a batch to prepare and run, or a Gra
 
 from __future__ import annotations
 
+import io
+import logging
 import pickle
 import signal
 import socket
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from PIL import Image
 
 from .errors import ProblemError
 from .manifest import Manifest
@@ -94,6 +97,13 @@ def load_models(settings: Settings, versions: dict[Key, Path]) -> tuple[dict[Key
     return models, report
 
 
+def _warm_up_decoding() -> None:
+    """The first decode imports Pillow's format plugins (~10 ms): before the first request, not in it."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    decode_image(buffer.getvalue(), 1)
+
+
 def _handle(models: dict[Key, WorkerModel], settings: Settings, job: tuple) -> Any:
     kind, key, *args = job
     model = models[key]
@@ -109,6 +119,7 @@ def serve(fd: int) -> None:
     """The worker's main: settings and versions in, load, report, then answer jobs until told to stop
     or the server goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group; the server stops us
+    logging.getLogger("python_multipart").setLevel(logging.CRITICAL)  # its parse errors go back to the client as 422
     with socket.socket(fileno=fd) as sock, sock.makefile("rb") as incoming:
         def receive() -> Any:
             header = incoming.read(HEADER.size)
@@ -118,6 +129,7 @@ def serve(fd: int) -> None:
 
         settings, versions = receive()
         models, report = load_models(settings, versions)
+        _warm_up_decoding()
         try:
             sock.sendall(frame(report))
             while (job := receive()) is not None:
