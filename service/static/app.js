@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], model: null, image: null, imageUrl: null, heatUrl: null, drawn: false, seq: 0 };
+const state = { models: [], model: null, versions: [], version: null, image: null, imageUrl: null, heatUrl: null, drawn: false, seq: 0 };
 
 // ---- errors: the API answers RFC 9457 problem details; say what to fix -------------------------
 async function problem(response) {
@@ -46,20 +46,43 @@ async function loadModels() {
     return option;
   }));
   select.value = list.models.some((m) => m.name === list.default_model) ? list.default_model : list.models[0].name;
-  selectModel();
+  await selectModel();
 }
 
-function selectModel() {
+async function selectModel() {
   state.model = state.models.find((m) => m.name === $("model").value);
   const m = state.model;
-  $("model-info").textContent = `${m.description}. Test accuracy ${(m.test_accuracy * 100).toFixed(1)}% on the ${m.test_dataset} ` +
-    `test split; input ${m.input.width}×${m.input.height} ${m.input.color}; ${m.parameters.toLocaleString("en")} parameters.`;
+  // Each version's own facts (an int8 version has its own accuracy), so the picker can say which is which.
+  const infos = await Promise.all(m.versions.map(async (v) =>
+    (await api(`/models/${encodeURIComponent(m.name)}?version=${encodeURIComponent(v)}`)).json()));
+  if (state.model !== m) return;  // another model was picked meanwhile
+  state.versions = infos;
+  $("version").replaceChildren(...infos.map((info) => {
+    const option = new Option(`v${info.version} · ${info.precision} · ${(info.test_accuracy * 100).toFixed(1)}%`, info.version);
+    option.disabled = info.status !== "ready";
+    return option;
+  }));
+  $("version").value = m.default_version;
   $("heat-class").replaceChildren(new Option("top-1", ""), ...m.labels.map((label, i) => new Option(label, String(i))));
   $("heat-method").replaceChildren(...m.heatmap_methods.map((x) => new Option(x === "cam" ? "CAM" : "Grad-CAM", x)));
+  selectVersion();
+}
+
+function selectVersion() {
+  const v = state.versions.find((info) => info.version === $("version").value);
+  state.version = v.version;
+  $("model-info").textContent = `${v.description}. Version ${v.version} (${v.precision}): test accuracy ` +
+    `${(v.test_accuracy * 100).toFixed(1)}% on the ${v.test_dataset} test split; input ${v.input.width}×${v.input.height} ` +
+    `${v.input.color}; ${v.parameters.toLocaleString("en")} parameters.`;
   $("summary").hidden = true;
   $("show-summary").setAttribute("aria-expanded", "false");
   $("show-summary").textContent = "Show the layer table";
   if (state.image) analyse();
+}
+
+/** The query naming the chosen model version, for every model route. */
+function chosen() {
+  return `version=${encodeURIComponent(state.version)}`;
 }
 
 // ---- the image: drawn on the pad, or a file ---------------------------------------------------------
@@ -153,7 +176,7 @@ function form() {
 async function analyse(withHeatmap = true) {
   const seq = ++state.seq;  // answers to older requests are dropped
   try {
-    const response = await api(`/predict?model=${encodeURIComponent(state.model.name)}&top_k=5`, { method: "POST", body: form() });
+    const response = await api(`/predict?model=${encodeURIComponent(state.model.name)}&${chosen()}&top_k=5`, { method: "POST", body: form() });
     const result = await response.json();
     if (seq !== state.seq) return;
     showError("");
@@ -185,7 +208,7 @@ async function heatmap(seq = ++state.seq) {
   const params = new URLSearchParams({ format: "png", method: $("heat-method").value });
   if ($("heat-class").value !== "") params.set("class", $("heat-class").value);
   try {
-    const response = await api(`/models/${encodeURIComponent(state.model.name)}/cam?${params}`, { method: "POST", body: form() });
+    const response = await api(`/models/${encodeURIComponent(state.model.name)}/cam?${params}&${chosen()}`, { method: "POST", body: form() });
     const blob = await response.blob();
     if (seq !== state.seq) return;
     if (state.heatUrl) URL.revokeObjectURL(state.heatUrl);
@@ -202,7 +225,8 @@ async function heatmap(seq = ++state.seq) {
 
 $("heat-class").addEventListener("change", () => heatmap());
 $("heat-method").addEventListener("change", () => heatmap());
-$("model").addEventListener("change", selectModel);
+$("model").addEventListener("change", () => selectModel().catch((err) => showError(err.message)));
+$("version").addEventListener("change", selectVersion);
 $("opacity").addEventListener("input", (event) => {
   $("overlay-heat").style.opacity = event.target.value;
   $("opacity-value").textContent = `${Math.round(event.target.value * 100)}%`;
@@ -226,7 +250,7 @@ async function showSummary() {
     return;
   }
   try {
-    const s = await (await api(`/models/${encodeURIComponent(state.model.name)}/summary`)).json();
+    const s = await (await api(`/models/${encodeURIComponent(state.model.name)}/summary?${chosen()}`)).json();
     const n = (x) => x.toLocaleString("en");
     $("summary-caption").textContent = `${s.model} v${s.version}: input ${s.input_shape.join("×")}`;
     $("summary-table").tBodies[0].replaceChildren(...s.layers.map((layer) => {

@@ -94,3 +94,18 @@ def test_a_non_image_shows_a_clear_error(page, tmp_path):
     page.wait_for_selector("#error:not([hidden])")
     assert "not an image" in page.inner_text("#error")
     screenshot(page, "error")
+
+
+def test_an_int8_version_can_be_picked(page):
+    """Every version is pickable, and says what it is; the answer comes from the version picked."""
+    page.wait_for_selector("#version option[value='2']", state="attached")
+    assert "int8" in page.inner_text("#version option[value='2']") and "float32" in page.inner_text("#version option[value='1']")
+    page.select_option("#version", "2")
+    assert "Version 2 (int8)" in page.inner_text("#model-info")
+    page.set_input_files("#file", str(EXAMPLES / "digit_7.png"))
+    expect_top_label(page, "7")
+    page.wait_for_function("document.getElementById('timing').textContent.startsWith('mnist_cnn_b v2 ')")
+    page.click("#show-summary")
+    page.wait_for_selector("#total-params")
+    assert page.inner_text("#summary-caption").startswith("mnist_cnn_b v2")
+    screenshot(page, "int8-version")
