@@ -190,7 +190,7 @@ class Worker:
 class WorkerPool:
     """The inference workers and the one way to use them: ``await pool.call(job)`` runs the job on
     a worker with a free slot. Each worker has two: one job running, the next already waiting in its
-    pipe, so a worker never sits idle while the server is busy with HTTP and has yet to send the next
+    socket, so a worker never sits idle while the server is busy with HTTP and has yet to send the next
     batch (with one slot, 30 % of the two cores went unused under load)."""
 
     SLOTS_PER_WORKER = 2
