@@ -1,6 +1,6 @@
 """Dynamic (micro-)batching: requests for one model that arrive together share one ONNX Runtime run.
 
-Each model has a bounded queue and ``inference_workers`` collectors. A collector takes the oldest
+Each model has a bounded queue and one collector per worker slot (``WorkerPool.slots``). A collector takes the oldest
 request, adds whatever else is queued (waiting at most ``max_queue_delay_ms`` for more) up to
 ``max_batch_size`` images, and dispatches the requests' items as one job to an inference worker,
 which prepares each (an upload is parsed, decoded and preprocessed; a ready tensor is taken as is),
