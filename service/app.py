@@ -1,4 +1,4 @@
-"""The app factory: settings in, a FastAPI app with every model loaded and warmed up out."""
+"""The app factory: settings in, a FastAPI app with every model verified, loaded and warmed up out."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from .errors import install_error_handlers
-from .inference import InferenceEngine
+from .engine import Engine
+from .http_errors import install_error_handlers
+from .logs import configure_logging
 from .metrics import Metrics
-from .middleware import RequestContextMiddleware, configure_logging
+from .middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from .repository import ModelRepository
 from .routes import cam, health, models, page, predict, v2
 from .settings import Settings, get_settings
-from .workers import WorkerPool
 
 DESCRIPTION = """Classify images with the CNN zoo and see why: top-k predictions, architecture summaries,
 and CAM / Grad-CAM heatmaps, all computed with ONNX Runtime. Errors are RFC 9457 problem details."""
@@ -31,25 +31,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         repository = ModelRepository(settings)
         repository.load_all()
-        pool = WorkerPool(settings)
-        # The workers load and warm every model before the first request is served.
-        repository.record_sessions(await pool.start(repository.verified()))
-        app.state.repository = repository
-        app.state.engine = InferenceEngine(settings, metrics, pool)
+        engine = Engine(settings, metrics, repository)
+        await engine.start()  # the workers load and warm every version before the first request
+        app.state.repository, app.state.engine = repository, engine
         try:
             yield
         finally:
-            await app.state.engine.close()
-            await pool.close()
+            await engine.close()
 
     app = FastAPI(title="CNN serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.draining = False  # set by the server when it starts shutting down: /readyz turns 503
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_upload_bytes)
     if settings.allowed_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["*"], expose_headers=["X-Request-ID", "X-Class-Index", "X-Class-Label", "X-Score"])
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_upload_bytes)
+        app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST"], allow_headers=["*"],
+                           expose_headers=["X-Request-ID", "X-Class-Index", "X-Class-Label", "X-Score", "X-Scaled-From"])
+    app.add_middleware(AccessMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost
     for router in (predict.router, models.router, cam.router, health.router, v2.router, page.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")

@@ -1,10 +1,11 @@
-"""The model manifest written by ``training.export`` (``models/<name>/<version>/manifest.json``)."""
+"""The model manifest (``models/<name>/<version>/manifest.json``): the one contract between training and
+serving. Training's export builds a :class:`Manifest` and writes it; the service reads the same class."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue, field_validator
 
 
 class InputSpec(BaseModel):
@@ -17,12 +18,24 @@ class InputSpec(BaseModel):
 
 
 class Preprocessing(BaseModel):
+    """How an upload becomes the model's input: ``kind`` names a recipe in ``service.preprocessing``
+    (which fits the image into ``content_size``), then pixels × scale − mean) / std, zero-padded to the input."""
+
+    kind: str = Field(description="the preprocessing recipe (service.preprocessing.KINDS)")
     color: Literal["gray", "rgb"]
     content_size: list[int] = Field(description="height, width the image is fitted into before padding to the input size")
     scale: float
     mean: list[float]
     std: list[float]
-    mnist_style: bool = Field(description="invert light backgrounds, crop to the ink, centre a 20-px digit by mass")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        from .preprocessing import KINDS  # the recipes live beside the code that runs them
+
+        if kind not in KINDS:
+            raise ValueError(f"unknown preprocessing kind {kind!r}; this service knows {', '.join(KINDS)}")
+        return kind
 
 
 class TensorSpec(BaseModel):
@@ -49,9 +62,8 @@ class CamWeights(BaseModel):
 
 class Heatmaps(BaseModel):
     layer: str
-    methods: list[Literal["cam", "gradcam"]]
-    gradcam_graph: GradcamGraph
-    cam: CamWeights | None = None
+    gradcam_graph: GradcamGraph = Field(description="features, seed → d(seed · logits)/d(features)")
+    cam: CamWeights | None = Field(None, description="a GAP head's class weights; None: no CAM for this net")
 
 
 class Metrics(BaseModel):
@@ -91,10 +103,42 @@ class FileEntry(BaseModel):
     bytes: int
 
 
+class TrainingInfo(BaseModel):
+    config: dict[str, JsonValue] = Field(description="the training recipe as run (training.train.TrainConfig)")
+    seed: int
+    best_epoch: int
+    epochs_run: int
+    duration_s: float
+    torch: str
+
+
+class Quantization(BaseModel):
+    format: str
+    weights: str
+    activations: str
+    calibration: str
+    source_version: str
+    source_test_accuracy: float
+    accuracy_drop: float
+    onnxruntime: str
+
+
+class ExportInfo(BaseModel):
+    opset: int
+    onnx: str
+    onnxruntime: str
+    parity_images: int
+    max_abs_diff: dict[str, float]
+    quantization: Quantization | None = None
+
+
 class ModelConfig(BaseModel):
     """``<models>/<name>/config.json``: settings for every version of one model."""
 
     default_version: str | None = Field(None, description="version for requests that name none (default: the latest)")
+
+
+MODEL_FILE = "model.onnx"
 
 
 class Manifest(BaseModel):
@@ -109,7 +153,13 @@ class Manifest(BaseModel):
     outputs: Outputs
     heatmaps: Heatmaps
     metrics: Metrics
-    training: dict[str, object]
-    export: dict[str, object]
-    files: dict[str, FileEntry]
+    training: TrainingInfo
+    export: ExportInfo
+    files: dict[str, FileEntry] = Field(description="every file the service loads, by path relative to the version's "
+                                                    "directory, with its sha256: nothing unlisted is ever loaded")
     summary: Summary
+
+    @property
+    def graph_files(self) -> tuple[str, str]:
+        """The classifier graph and the Grad-CAM head-gradient graph, as listed in ``files``."""
+        return MODEL_FILE, self.heatmaps.gradcam_graph.file

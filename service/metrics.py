@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -19,10 +19,14 @@ class Metrics:
                                 ["method", "route", "model", "status"], registry=self.registry)
         self.latency = Histogram("http_request_duration_seconds", "HTTP request latency by route, model and status",
                                  ["method", "route", "model", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.inference = Histogram("model_inference_seconds", "ONNX Runtime run time per model and graph",
+        self.inference = Histogram("model_inference_seconds", "worker time per model and job (model: one batched "
+                                   "ONNX Runtime run; explain: one heatmap, decoding to encoding)",
                                    ["model", "graph"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("model_batch_size", "images per ONNX Runtime run", ["model"],
                                     buckets=BATCH_BUCKETS, registry=self.registry)
+        self.provider = Gauge("model_execution_provider", "1 for the execution provider each model version runs on; "
+                              "fallback=true: CUDA was tried (providers=auto) and could not start",
+                              ["model", "version", "provider", "requested", "fallback"], registry=self.registry)
 
     def observe_request(self, method: str, route: str, model: str, status: int, seconds: float) -> None:
         labels = (method, route, model, str(status))
@@ -33,3 +37,6 @@ class Metrics:
         self.inference.labels(model, graph).observe(seconds)
         if graph == "model":
             self.batch_size.labels(model).observe(batch)
+
+    def record_provider(self, model: str, version: str, provider: str, requested: str, fallback: bool) -> None:
+        self.provider.labels(model, version, provider, requested, str(fallback).lower()).set(1)

@@ -1,52 +1,122 @@
-"""One pure-ASGI middleware for what every request needs: a request id (returned in X-Request-ID),
-the body size limit (413 before the body is read), one structured log line, and request metrics."""
+"""Pure-ASGI middleware, one job each, outermost first:
+
+- RequestIdMiddleware: every request gets an id (the client's X-Request-ID if sane) returned in X-Request-ID.
+- AccessMiddleware: one structured log line and the request metrics per request; an unexpected exception
+  becomes one log line with the request id and a 500 problem, and the connection stays open; a client that
+  hangs up mid-request is counted as 499, not as a server error.
+- BodyLimitMiddleware: a body over the limit gets 413 before it is read (or as it streams in), and the
+  connection is closed rather than drained.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 import uuid
-from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import PayloadTooLarge, problem_response
+from .errors import PayloadTooLarge
+from .http_errors import from_problem, problem_response
 from .metrics import Metrics
 
 access_log = logging.getLogger("service.access")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-WANTED_HEADERS = (b"x-request-id", b"content-length")
+error_log = logging.getLogger("service")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CLIENT_CLOSED = 499  # nginx's status for a client that went away before the answer
 
 
-class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """One request header (names come lowercased), without decoding all of them."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = header(scope, b"x-request-id") or ""
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        encoded = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", encoded)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class AccessMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in WANTED_HEADERS}  # names come lowercased
-        given = headers.get(b"x-request-id", "")
-        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        status = 500
-        limit = self.max_body_bytes
+        status = 0
 
-        async def send_with_id(message: Message) -> None:
+        async def send_tracked(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
+        try:
+            await self.app(scope, receive, send_tracked)
+        except ClientDisconnect:
+            status = status or CLIENT_CLOSED
+        except Exception as exc:  # noqa: BLE001 - anything no handler knew: one line, a 500, and the connection lives
+            request_id = scope["state"].get("request_id")
+            error_log.error("unexpected %s: %s", type(exc).__name__, exc, extra={"fields": {"request_id": request_id}},
+                            exc_info=error_log.isEnabledFor(logging.DEBUG))
+            if not status:
+                response = problem_response(500, "Internal error", f"the server failed to handle this request; it has been "
+                                            f"logged with request id {request_id}")
+                await response(scope, receive, send_tracked)
+        finally:
+            self._record(scope, status or CLIENT_CLOSED, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        model = str(scope["state"].get("model", ""))
+        self.metrics.observe_request(scope["method"], route, model, status, seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("request", extra={"fields": {
+                "request_id": scope["state"].get("request_id"), "method": scope["method"], "path": scope["path"],
+                "route": route, "model": model or None, "status": status, "duration_ms": round(seconds * 1000, 2),
+                "client": (scope.get("client") or ("", 0))[0],
+            }})
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        declared = header(scope, b"content-length")
+        if declared is not None and declared.isdecimal() and int(declared) > limit:
+            error = PayloadTooLarge(f"the request body is {int(declared):,} bytes; the limit is {limit:,}")
+            await from_problem(error)(scope, receive, send)  # answered without reading the body at all
+            return
         received = 0
 
         async def limited_receive() -> Message:
@@ -58,48 +128,4 @@ class RequestContextMiddleware:
                     raise PayloadTooLarge(f"the request body is over the {limit:,}-byte limit")
             return message
 
-        try:
-            declared = int(headers.get(b"content-length", "0") or 0)
-        except ValueError:
-            declared = 0
-        try:
-            if declared > limit:
-                # Answer without reading the body at all.
-                response = problem_response(scope["path"], 413, "Payload too large",
-                                            f"the request body is {declared:,} bytes; the limit is {limit:,}",
-                                            "/problems/payload-too-large", headers={"Connection": "close"})
-                await response(scope, receive, send_with_id)
-            else:
-                await self.app(scope, limited_receive, send_with_id)
-        finally:
-            seconds = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            model = str(state.get("model", ""))
-            self.metrics.observe_request(scope["method"], route, model, status, seconds)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info("request", extra={"fields": {
-                    "request_id": request_id, "method": scope["method"], "path": scope["path"], "route": route,
-                    "model": model or None, "status": status, "duration_ms": round(seconds * 1000, 2),
-                    "client": (scope.get("client") or ("", 0))[0],
-                }})
-
-
-class JsonFormatter(logging.Formatter):
-    """Each record as one JSON object on one line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
-                                 "logger": record.name, "message": record.getMessage()}
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("service")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+        await self.app(scope, limited_receive, send)

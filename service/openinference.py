@@ -10,6 +10,8 @@ in binary (``binary_data`` on an output, or ``binary_data_output`` on the reques
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,9 @@ from .postprocessing import ranking
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 FP32 = np.dtype("<f4")  # every model here takes and returns float32
+MAX_DIMENSIONS = 8
+MAX_ELEMENTS = 1 << 28  # 1 GiB of FP32: far beyond any body the size limit lets through
+_LENGTH = re.compile(r"[0-9]{1,12}")
 
 
 class TensorMetadata(BaseModel):
@@ -92,12 +97,14 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequ
     """The JSON header and the binary section that follows it (empty without the extension)."""
     split = len(body)
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not _LENGTH.fullmatch(header_length) or int(header_length) > len(body):
             raise InvalidParameter(f"{HEADER_LENGTH} must be the byte length of the JSON header "
                                    f"(at most the body's {len(body)} bytes); got {header_length!r}")
         split = int(header_length)
     try:
         request = InferenceRequest.model_validate(json.loads(body[:split]))
+    except RecursionError:
+        raise InvalidParameter("the inference request's JSON is nested too deeply") from None
     except (ValueError, ValidationError) as exc:
         raise InvalidParameter(f"the inference request is not valid JSON of the protocol's shape: {exc}") from None
     return request, body[split:]
@@ -109,9 +116,12 @@ def input_tensors(request: InferenceRequest, binary: bytes) -> dict[str, np.ndar
     for tensor in request.inputs:
         if tensor.datatype != "FP32":
             raise InvalidParameter(f"input {tensor.name!r}: datatype must be FP32; got {tensor.datatype!r}")
-        if any(d < 0 for d in tensor.shape):
-            raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape} has a negative dimension")
-        count = int(np.prod(tensor.shape))
+        if len(tensor.shape) > MAX_DIMENSIONS or any(d < 0 for d in tensor.shape):
+            raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape[:MAX_DIMENSIONS + 1]} must have at most "
+                                   f"{MAX_DIMENSIONS} dimensions, none negative")
+        count = math.prod(tensor.shape)  # Python integers: no overflow to a small number
+        if count > MAX_ELEMENTS:
+            raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape} holds {count:,} values, over {MAX_ELEMENTS:,}")
         size = tensor.parameters.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size != count * FP32.itemsize or offset + size > len(binary):

@@ -1,30 +1,88 @@
-"""Upload bytes → the model's input tensor, following the model's manifest.
+"""Image bytes → the model's input tensor, per the manifest's preprocessing ``kind``. Training evaluates
+and exports through these same functions, so what the service feeds a model is what it was measured on.
 
-Decoding uses Pillow (formats, EXIF orientation, GIF frames, bomb checks: a well-kept library for a
-job full of edge cases). Geometry is tracked as an affine map ``model = image · scale + offset`` so a
-heatmap computed on the model's input can be drawn back onto the user's own image.
+Decoding uses Pillow (formats, EXIF orientation, GIF frames, header-only size checks, reduced-scale
+JPEG decoding): a well-kept library for a job full of edge cases. Geometry is tracked as an affine map
+``model = image · scale + offset`` so a heatmap computed on the model's input can be drawn back onto the
+user's image.
+
+Adding a preprocessing recipe: write a fitter (decoded image → content, geometry) and add it to KINDS;
+a manifest then names it in ``preprocessing.kind``.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
-from .errors import InvalidImage, InvalidParameter, PayloadTooLarge, UnsupportedImage
-from .manifest import Manifest
+from .errors import InvalidImage, PayloadTooLarge, UnsupportedImage
+
+if TYPE_CHECKING:
+    from .manifest import Manifest, Preprocessing
 
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "BMP": "BMP", "WEBP": "WebP", "GIF": "GIF"}
 ACCEPTED = "PNG, JPEG, BMP, WebP or GIF"
 MNIST_BOX, MNIST_CANVAS = 20, 28  # MNIST: digit fitted into 20×20, centred by mass on 28×28
 LIGHT_BACKGROUND = 127.5
 
-# Pillow's own bomb check raises at open() without saying the size; ours (max_image_pixels, checked
-# on the header before any decoding) replaces it and tells the user what was too large.
+# Pillow's own bomb check raises at open() without saying the size; ours (max_pixels, checked on the
+# header before any decoding) replaces it and tells the user what was too large.
 Image.MAX_IMAGE_PIXELS = None
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """The upload's header read (nothing decoded yet): empty, foreign and oversized files are refused here."""
+    if not data:
+        raise InvalidImage(f"the uploaded file is empty (0 bytes); send a {ACCEPTED} image")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise UnsupportedImage(f"the upload is not an image that can be read; send a {ACCEPTED} image") from None
+    except Exception as exc:  # noqa: BLE001 - a header cut short or malformed, whatever Pillow raises for it
+        raise InvalidImage(f"the file could not be read as an image (truncated or corrupt): {exc}") from None
+    if image.format not in ACCEPTED_FORMATS:
+        raise UnsupportedImage(f"{image.format} images are not accepted; send a {ACCEPTED} image")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(f"the image is {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
+    return image
+
+
+def plan_decode(image: Image.Image, longest: int) -> int:
+    """Ask Pillow to decode a large JPEG at reduced scale (1/2 to 1/8, in the DCT, while keeping the longest
+    side ≥ ``longest``); returns the pixels decoding will produce: what the upload really costs."""
+    width, height = image.size
+    if image.format in ("JPEG", "MPO") and max(width, height) > longest:
+        ratio = longest / max(width, height)
+        image.draft(image.mode, (max(1, int(width * ratio)), max(1, int(height * ratio))))
+    return image.size[0] * image.size[1]
+
+
+def decode(image: Image.Image, longest: int) -> Image.Image:
+    """Decode (see plan_decode), turn upright from EXIF, and shrink to at most ``longest`` px a side."""
+    try:
+        image.seek(0)  # animated GIF / WebP: the first frame
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+        if max(upright.size) > longest:
+            upright.thumbnail((longest, longest), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        return upright
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError… for broken files
+        name = ACCEPTED_FORMATS.get(str(image.format), "image")
+        raise InvalidImage(f"the {name} file could not be decoded (truncated or corrupt): {exc}") from None
+
+
+class Fitted(NamedTuple):
+    """A decoded image fitted into the model's content size, and where it went (model = image·scale + offset)."""
+
+    content: Image.Image
+    scale: tuple[float, float]
+    offset: tuple[float, float]
+    inverted: bool = False
 
 
 @dataclass(frozen=True)
@@ -34,70 +92,6 @@ class Prepared:
     scale: tuple[float, float]   # model_xy = image_xy * scale + offset
     offset: tuple[float, float]
     inverted: bool = False
-
-
-def image_from_form(content_type: str, body: bytes) -> bytes:
-    """The ``file`` field of a multipart/form-data body.
-
-    python-multipart (the parser FastAPI uses) parses it in the inference worker rather than FastAPI on
-    the event loop: that parse was half of what the server process spent per request."""
-    media_type, options = parse_options_header(content_type)
-    if media_type != b"multipart/form-data" or not options.get(b"boundary"):
-        raise InvalidParameter(f"send the image as multipart/form-data, in the field 'file'; got Content-Type {content_type or 'none'!r}")
-    parts: list[tuple[dict[bytes, bytes], list[bytes]]] = []
-    header = [b"", b""]
-
-    def on_header_end() -> None:
-        parts[-1][0][header[0].lower()] = header[1]
-        header[:] = [b"", b""]
-
-    callbacks = {
-        "on_part_begin": lambda: parts.append(({}, [])),
-        "on_header_field": lambda data, start, end: header.__setitem__(0, header[0] + data[start:end]),
-        "on_header_value": lambda data, start, end: header.__setitem__(1, header[1] + data[start:end]),
-        "on_header_end": on_header_end,
-        "on_part_data": lambda data, start, end: parts[-1][1].append(data[start:end]),
-    }
-    try:
-        parser = MultipartParser(options[b"boundary"], callbacks)  # type: ignore[arg-type]
-        parser.write(body)
-        parser.finalize()
-    except MultipartParseError as exc:
-        raise InvalidParameter(f"the multipart/form-data body could not be parsed: {exc}") from None
-    names = []
-    for headers, chunks in parts:
-        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
-        name = disposition.get(b"name", b"").decode("latin-1")
-        if name == "file":
-            if b"filename" not in disposition and b"filename*" not in disposition:
-                raise InvalidParameter("the form field 'file' must be a file upload (a part with a filename), not a text value")
-            return b"".join(chunks)
-        names.append(name)
-    raise InvalidParameter("the form has no field 'file'" + (f" (it has {', '.join(map(repr, names))})" if names else "")
-                           + "; send the image as the multipart field 'file'")
-
-
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode an upload, rejecting empty, foreign, oversized (before decoding) and corrupt files."""
-    if not data:
-        raise InvalidImage(f"the uploaded file is empty (0 bytes); send a {ACCEPTED} image")
-    try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
-    except UnidentifiedImageError:
-        raise UnsupportedImage(f"the upload is not an image that can be read; send a {ACCEPTED} image") from None
-    except OSError as exc:  # a header cut short
-        raise InvalidImage(f"the file could not be read as an image (truncated or corrupt): {exc}") from None
-    if image.format not in ACCEPTED_FORMATS:
-        raise UnsupportedImage(f"{image.format} images are not accepted; send a {ACCEPTED} image")
-    width, height = image.size
-    if width * height > max_pixels:
-        raise PayloadTooLarge(f"the image is {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
-    try:
-        image.seek(0)  # animated GIF / WebP: the first frame
-        image.load()
-        return ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImage(f"the {ACCEPTED_FORMATS[image.format]} file could not be decoded (truncated or corrupt): {exc}") from None
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
@@ -114,17 +108,24 @@ def _border_mean(pixels: np.ndarray) -> np.ndarray:
     return np.concatenate([e.reshape(-1, *pixels.shape[2:]) for e in edges]).mean(axis=0)
 
 
-def _fit(image: Image.Image, width: int, height: int, fill: int | tuple[int, ...]) -> tuple[Image.Image, tuple[float, float], tuple[float, float]]:
+def _fit(image: Image.Image, width: int, height: int, fill: int | tuple[int, ...]) -> Fitted:
     """Resize keeping the aspect ratio to fit width × height, centre it, pad with ``fill``."""
     ratio = min(width / image.width, height / image.height)
     new_w, new_h = max(1, round(image.width * ratio)), max(1, round(image.height * ratio))
     canvas = Image.new(image.mode, (width, height), fill)
     x0, y0 = (width - new_w) // 2, (height - new_h) // 2
     canvas.paste(image.resize((new_w, new_h), Image.Resampling.BILINEAR), (x0, y0))
-    return canvas, (new_w / image.width, new_h / image.height), (float(x0), float(y0))
+    return Fitted(canvas, (new_w / image.width, new_h / image.height), (float(x0), float(y0)))
 
 
-def _mnist_style(gray: Image.Image) -> tuple[Image.Image, tuple[float, float], tuple[float, float], bool]:
+def letterbox(image: Image.Image, prep: Preprocessing) -> Fitted:
+    """The whole image, aspect kept, fitted into content_size and padded with its own border colour."""
+    fill = tuple(int(v) for v in np.atleast_1d(_border_mean(np.asarray(image))).round())
+    height, width = prep.content_size
+    return _fit(image, width, height, fill if len(fill) > 1 else fill[0])
+
+
+def mnist_centred(gray: Image.Image, prep: Preprocessing) -> Fitted:
     """MNIST's own recipe: light digit on black, cropped to the ink, longest side 20 px, centred by
     mass on 28×28. Images with a light background (border mean above mid-grey) are inverted first."""
     pixels = np.asarray(gray, np.float32)
@@ -134,8 +135,8 @@ def _mnist_style(gray: Image.Image) -> tuple[Image.Image, tuple[float, float], t
         pixels, background = 255 - pixels, 255 - background
     ink = np.clip(pixels - background, 0, None)
     if ink.max() < 1:  # blank: nothing to centre
-        canvas, scale, offset = _fit(Image.fromarray(ink.astype(np.uint8)), MNIST_CANVAS, MNIST_CANVAS, 0)
-        return canvas, scale, offset, inverted
+        blank = _fit(Image.fromarray(ink.astype(np.uint8)), MNIST_CANVAS, MNIST_CANVAS, 0)
+        return blank._replace(inverted=inverted)
     ink *= 255 / ink.max()
     ys, xs = np.nonzero(ink > 0.2 * 255)
     x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
@@ -150,7 +151,29 @@ def _mnist_style(gray: Image.Image) -> tuple[Image.Image, tuple[float, float], t
     canvas = Image.new("L", (MNIST_CANVAS, MNIST_CANVAS), 0)
     canvas.paste(digit, (px, py))
     scale = (new_w / (x1 - x0), new_h / (y1 - y0))
-    return canvas, scale, (px - x0 * scale[0], py - y0 * scale[1]), inverted
+    return Fitted(canvas, scale, (px - x0 * scale[0], py - y0 * scale[1]), inverted)
+
+
+KINDS: dict[str, Callable[[Image.Image, "Preprocessing"], Fitted]] = {
+    "mnist": mnist_centred,
+    "letterbox": letterbox,
+}
+
+
+def normalise(pixels: np.ndarray, prep: Preprocessing, size: tuple[int, int]) -> np.ndarray:
+    """uint8 N×C×h×w content → float32 N×C×H×W input of ``size`` (H, W): ``(pixel · scale − mean) / std``,
+    centred and zero-padded around (LeNet-5's 32×32 around a 28×28 digit), the padding normalised alike.
+    Training feeds its tensors through this too."""
+    n, channels, height, width = pixels.shape
+    std = np.asarray(prep.std, np.float32)[:, None, None]
+    shift = np.asarray(prep.mean, np.float32)[:, None, None] / std
+    batch = np.empty((n, channels, *size), np.float32)
+    batch[:] = -shift
+    y0, x0 = (size[0] - height) // 2, (size[1] - width) // 2
+    place = batch[:, :, y0:y0 + height, x0:x0 + width]
+    np.multiply(pixels, np.float32(prep.scale) / std, out=place)  # straight from the 8-bit pixels
+    place -= shift
+    return batch
 
 
 def prepare(image: Image.Image, manifest: Manifest) -> Prepared:
@@ -158,22 +181,9 @@ def prepare(image: Image.Image, manifest: Manifest) -> Prepared:
     spec, prep = manifest.input, manifest.preprocessing
     page = _flatten_alpha(image)
     mode = "L" if prep.color == "gray" else "RGB"
-    work = page if page.mode == mode else page.convert(mode)
-    inverted = False
-    if prep.mnist_style:
-        content, scale, offset, inverted = _mnist_style(work)
-    else:
-        fill = tuple(int(v) for v in np.atleast_1d(_border_mean(np.asarray(work))).round())
-        content, scale, offset = _fit(work, prep.content_size[1], prep.content_size[0], fill if len(fill) > 1 else fill[0])
-    std = np.asarray(prep.std, np.float32)[:, None, None]
-    shift = np.asarray(prep.mean, np.float32)[:, None, None] / std
-    # Zero-pad to the input size (LeNet-5's 32×32 around a 28×28 digit), normalising padding and content
-    # alike; the content is normalised straight from its 8-bit pixels into its place in the batch.
-    batch = np.empty((1, spec.channels, spec.height, spec.width), np.float32)
-    batch[0] = -shift
+    fitted = KINDS[prep.kind](page if page.mode == mode else page.convert(mode), prep)
+    content = fitted.content
+    pixels = np.asarray(content).reshape(1, content.height, content.width, spec.channels).transpose(0, 3, 1, 2)
     y0, x0 = (spec.height - content.height) // 2, (spec.width - content.width) // 2
-    place = batch[0, :, y0:y0 + content.height, x0:x0 + content.width]
-    pixels = np.asarray(content).reshape(content.height, content.width, spec.channels).transpose(2, 0, 1)
-    np.multiply(pixels, np.float32(prep.scale) / std, out=place)
-    place -= shift
-    return Prepared(batch, page, scale, (offset[0] + x0, offset[1] + y0), inverted)
+    offset = (fitted.offset[0] + x0, fitted.offset[1] + y0)
+    return Prepared(normalise(pixels, prep, (spec.height, spec.width)), page, fitted.scale, offset, fitted.inverted)

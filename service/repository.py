@@ -1,30 +1,45 @@
-"""The model repository (Triton layout): ``<model_dir>/<name>/<version>/manifest.json`` beside
-``model.onnx`` and ``gradcam.onnx``. Every version is verified (sha256) here at start; the inference
-workers then load and warm it up, and say which execution provider it got (``record_sessions``)."""
+"""The model repository (Triton's layout): ``<model_dir>/<name>/<version>/manifest.json`` beside the ONNX
+files it lists, and an optional ``<model_dir>/<name>/config.json``.
+
+Read and verified here at start: a manifest must name the model and version its folders name (no folder
+can take over another model's name), every file it lists must stay inside the model's own folder and match
+its sha256, and the graphs the service loads must be among them: nothing unlisted is ever loaded. The
+workers check the hashes again as they load (what is checked is what is loaded) and report the providers
+each version got. A version that fails is unavailable on its own; the others are served. What went wrong
+is logged in full and reported without server paths.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
-
 from .errors import ModelNotFound
 from .manifest import Manifest, ModelConfig
 from .settings import Settings
+from .worker.explain import methods_for
+from .worker.protocol import Key, Loaded, Started, Version
 
 log = logging.getLogger("service.repository")
+_PATHS = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.@+~-]+){2,}")
+
+
+def public(message: str) -> str:
+    """A reason fit for a response: file system paths replaced (the log has them)."""
+    return _PATHS.sub("<path>", message)
 
 
 @dataclass
-class LoadedModel:
+class ModelVersion:
     manifest: Manifest
     directory: Path
     providers: list[str] = field(default_factory=list)  # what ONNX Runtime gave the workers' sessions
-    error: str | None = None
+    fallback: str | None = None  # providers=auto: why it runs on the CPU although CUDA was tried
+    error: str | None = None     # why it cannot be served (no server paths)
 
     @property
     def name(self) -> str:
@@ -35,18 +50,17 @@ class LoadedModel:
         return self.manifest.version
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> Key:
         return self.manifest.name, self.manifest.version
 
     @property
     def status(self) -> str:
-        return "ready" if self.providers and self.error is None else "failed"
+        return "failed" if self.error is not None else "ready" if self.providers else "loading"
 
     @cached_property
-    def cam_weights(self) -> np.ndarray | None:
-        """The GAP head's class weights (classes × maps), built once rather than per heatmap."""
-        cam = self.manifest.heatmaps.cam
-        return None if cam is None else np.asarray(cam.weights, np.float32)
+    def methods(self) -> list[str]:
+        """Heatmap methods this version supports, the default first."""
+        return methods_for(self.manifest.heatmaps)
 
 
 def _version_key(version: str) -> tuple[int, int | str]:
@@ -64,78 +78,103 @@ def _sha256(path: Path) -> str:
 @dataclass
 class ModelRepository:
     settings: Settings
-    models: dict[str, dict[str, LoadedModel]] = field(default_factory=dict)
+    models: dict[str, dict[str, ModelVersion]] = field(default_factory=dict)
     configs: dict[str, ModelConfig] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what is wrong beside the versions' own failures
+    blocking: list[str] = field(default_factory=list)  # … of it, what keeps the replica from being ready at all
 
     def load_all(self) -> None:
         root = self.settings.model_dir
         if not root.is_dir():
-            self.errors.append(f"model directory {root} does not exist")
-            log.error("model directory %s does not exist", root)
+            self._problem("the model directory does not exist", f"model directory {root} does not exist", blocking=True)
             return
         for manifest_path in sorted(root.glob("*/*/manifest.json")):
             if not manifest_path.parent.name.startswith("."):  # an export still being written
                 self._load(manifest_path)
         if not self.models:
-            self.errors.append(f"no models found under {root}")
+            self._problem("no models found in the model directory", f"no models found under {root}", blocking=True)
         for name in self.models:
             self._load_config(name, root / name / "config.json")
+
+    def _problem(self, public_reason: str, logged: str, blocking: bool = False) -> None:
+        """A problem found while reading the repository; ``blocking``: one that changes how requests are
+        routed (no models at all, a model's default version unknown), so the replica must not take traffic."""
+        self.problems.append(public_reason)
+        if blocking:
+            self.blocking.append(public_reason)
+        log.error(logged)
 
     def _load_config(self, name: str, path: Path) -> None:
         try:
             config = ModelConfig.model_validate_json(path.read_text()) if path.exists() else ModelConfig()
         except (OSError, ValueError) as exc:
-            self.errors.append(f"{path}: unreadable model config: {exc}")
+            self._problem(f"{name}: unreadable config.json", f"{path}: unreadable model config: {exc}", blocking=True)
             return
         if config.default_version is not None and config.default_version not in self.models[name]:
-            self.errors.append(f"{path}: default_version {config.default_version!r} is not one of {self.versions(name)}")
+            self._problem(f"{name}: config.json's default_version {config.default_version!r} is not one of {self.versions(name)}",
+                          f"{path}: default_version {config.default_version!r} is not one of {self.versions(name)}",
+                          blocking=True)
             return
         self.configs[name] = config
 
     def _load(self, manifest_path: Path) -> None:
         directory = manifest_path.parent
+        where = f"{directory.parent.name}/{directory.name}"
         try:
             manifest = Manifest.model_validate_json(manifest_path.read_text())
         except (OSError, ValueError) as exc:
-            self.errors.append(f"{manifest_path}: unreadable manifest: {exc}")
-            log.error("skipping %s: %s", manifest_path, exc)
+            self._problem(f"{where}: unreadable manifest", f"skipping {manifest_path}: {exc}")
             return
-        entry = LoadedModel(manifest, directory)
+        if (manifest.name, manifest.version) != (directory.parent.name, directory.name):
+            self._problem(f"{where}: its manifest says {manifest.name}/{manifest.version}; a version is served only "
+                          "from the folders its manifest names", f"skipping {manifest_path}: it names {manifest.name}/{manifest.version}")
+            return
+        entry = ModelVersion(manifest, directory)
         self.models.setdefault(manifest.name, {})[manifest.version] = entry
         try:
-            for file, expected in manifest.files.items():
-                # A file may be shared with another version of the same model (int8 versions use their
-                # float version's gradcam.onnx), never reach outside the model's own directory.
-                if not (directory / file).resolve().is_relative_to(directory.parent.resolve()):
-                    raise ValueError(f"{file} is outside the model's directory")
-                if _sha256(directory / file) != expected.sha256:
-                    raise ValueError(f"{file} does not match the sha256 in its manifest")
-        except Exception as exc:  # noqa: BLE001 - a broken model must not take the others down
+            self._verify(entry)
+        except ValueError as exc:
             self._failed(entry, str(exc))
 
-    def _failed(self, entry: LoadedModel, error: str) -> None:
+    def _verify(self, entry: ModelVersion) -> None:
+        manifest, directory = entry.manifest, entry.directory
+        for file in manifest.graph_files:
+            if file not in manifest.files:
+                raise ValueError(f"{file} is loaded but not listed (with its sha256) in the manifest's files")
+        own = directory.parent.resolve()
+        for file, expected in manifest.files.items():
+            # A file may be shared with another version of the same model (int8 versions use their float
+            # version's gradcam.onnx), never reach outside the model's own directory.
+            path = (directory / file).resolve()
+            if not path.is_relative_to(own):
+                raise ValueError(f"{file} is outside the model's directory")
+            if not path.is_file():
+                raise ValueError(f"{file} is missing")
+            if _sha256(path) != expected.sha256:
+                raise ValueError(f"{file} does not match the sha256 in its manifest")
+
+    def _failed(self, entry: ModelVersion, error: str) -> None:
         entry.error = error
-        self.errors.append(f"{entry.name}/{entry.version}: {error}")
-        log.error("failed to load %s/%s: %s", entry.name, entry.version, error)
+        entry.providers = []
+        log.error("model %s/%s is unavailable: %s", entry.name, entry.version, error)
 
-    def verified(self) -> dict[tuple[str, str], Path]:
+    def verified(self) -> dict[Key, Version]:
         """Every version whose files checked out, for the inference workers to load."""
-        return {m.key: m.directory for versions in self.models.values() for m in versions.values() if m.error is None}
+        return {m.key: Version(m.directory, m.manifest) for versions in self.models.values()
+                for m in versions.values() if m.error is None}
 
-    def record_sessions(self, report: dict[tuple[str, str], list[str] | str]) -> None:
-        """The workers' word per version: the providers its sessions got, or why they failed."""
-        for key, outcome in report.items():
+    def record(self, report: Started) -> None:
+        """A worker's word per version: the providers its sessions got, or why they failed."""
+        for key, outcome in report.versions.items():
             entry = self.models[key[0]][key[1]]
-            if isinstance(outcome, str):
-                self._failed(entry, outcome)
+            if isinstance(outcome, Loaded):
+                entry.providers, entry.fallback, entry.error = outcome.providers, outcome.fallback, None
+                log.info("loaded %s/%s on %s", entry.name, entry.version, ",".join(outcome.providers))
             else:
-                entry.providers = outcome
-                log.info("loaded %s/%s on %s", entry.name, entry.version, ",".join(outcome))
+                self._failed(entry, public(outcome))  # ONNX Runtime's messages may name files
 
-    @property
-    def ready(self) -> bool:
-        return not self.errors and bool(self.models)
+    def all_versions(self) -> list[ModelVersion]:
+        return [self.models[name][version] for name in self.names() for version in self.versions(name)]
 
     def names(self) -> list[str]:
         return sorted(self.models)
@@ -148,7 +187,16 @@ class ModelRepository:
         config = self.configs.get(name)
         return config.default_version if config and config.default_version else self.versions(name)[-1]
 
-    def get(self, name: str, version: str | None = None) -> LoadedModel:
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        """The servable version a request names; ModelNotFound (listing what there is) otherwise."""
+        model = self.find(name, version)
+        if model.status != "ready":
+            raise ModelNotFound(f"model {model.name}/{model.version} is unavailable ({model.error or 'still loading'}); "
+                                "see /readyz", available=self.names())
+        return model
+
+    def find(self, name: str, version: str | None = None) -> ModelVersion:
+        """The version a request names, servable or not (its metadata says which)."""
         versions = self.models.get(name)
         if not versions:
             raise ModelNotFound(f"no model named {name!r}; available: {', '.join(self.names()) or 'none'}",
@@ -157,7 +205,4 @@ class ModelRepository:
         if version not in versions:
             raise ModelNotFound(f"model {name!r} has no version {version!r}; available: {', '.join(self.versions(name))}",
                                 available=self.versions(name))
-        model = versions[version]
-        if model.status != "ready":
-            raise ModelNotFound(f"model {name}/{version} failed to load: {model.error}", available=self.names())
-        return model
+        return versions[version]

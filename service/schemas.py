@@ -8,8 +8,6 @@ from pydantic import BaseModel, Field
 
 from .manifest import LayerRow
 
-CamMethod = Literal["cam", "gradcam"]
-
 
 class ClassScore(BaseModel):
     index: int = Field(examples=[7])
@@ -53,10 +51,13 @@ class ModelInfo(BaseModel):
     test_accuracy: float = Field(examples=[0.97])
     test_dataset: str = Field(examples=["mnist"])
     parameters: int
-    heatmap_methods: list[CamMethod]
+    heatmap_methods: list[str] = Field(description="heatmap methods this version supports, the default first")
     heatmap_layer: str
     providers: list[str] = Field(description="execution providers ONNX Runtime actually assigned, in priority order")
-    status: Literal["ready", "failed"]
+    provider_fallback: str | None = Field(None, description="providers=auto: why this version runs on the CPU "
+                                                            "although CUDA was tried")
+    status: Literal["ready", "loading", "failed"]
+    error: str | None = Field(None, description="why the version cannot be served")
 
 
 class ModelList(BaseModel):
@@ -84,7 +85,7 @@ class SummaryResponse(BaseModel):
 class CamResponse(BaseModel):
     model: str
     version: str
-    method: CamMethod
+    method: str = Field(examples=["cam"])
     class_index: int
     label: str
     score: float = Field(description="softmax probability of the class")
@@ -96,11 +97,13 @@ class CamResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "failing"]
+    detail: str | None = None
 
 
 class Readiness(BaseModel):
     ready: bool
-    models: dict[str, list[str]] = Field(description="loaded model → versions")
-    workers: str = Field(examples=["1/1"], description="inference worker processes running / configured")
-    errors: list[str]
+    models: dict[str, list[str]] = Field(description="model → versions in the repository")
+    workers: dict[str, str] = Field(examples=[{"ordinary": "1/1", "heavy": "1/1"}],
+                                    description="inference worker processes running / configured, per lane")
+    errors: list[str] = Field(description="what keeps a version (or the replica) from serving")

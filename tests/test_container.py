@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_until_ready
+from tests.helpers import ROOT, free_port, wait_until_ready
 
 pytestmark = [
     pytest.mark.container,

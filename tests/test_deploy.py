@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 K8S = ROOT / "deploy" / "kubernetes"
 VERSION = "1.37.0"

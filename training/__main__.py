@@ -41,7 +41,8 @@ def _export(args: argparse.Namespace) -> int:
     from .export import export_run
 
     manifest = export_run(args.run, args.models_dir, name=args.name, version=args.version)
-    print(json.dumps({k: manifest[k] for k in ("name", "version", "architecture")} | {"test_accuracy": manifest["metrics"]["test_accuracy"]}))
+    print(json.dumps({"name": manifest.name, "version": manifest.version, "architecture": manifest.architecture,
+                      "test_accuracy": manifest.metrics.test_accuracy}))
     return 0
 
 
@@ -58,7 +59,7 @@ def _zoo(args: argparse.Namespace) -> int:
         if not args.skip_train:
             train(config, RUNS / name)
         manifest = export_run(RUNS / name, args.models_dir, name=name, version=args.version)
-        print(f"{name}: test accuracy {manifest['metrics']['test_accuracy']:.2%} → {args.models_dir}/{name}/{args.version}/")
+        print(f"{name}: test accuracy {manifest.metrics.test_accuracy:.2%} → {args.models_dir}/{name}/{args.version}/")
         if args.int8_version:
             _quantize_one(args.models_dir, name, args.version, args.int8_version)
     return 0
@@ -72,9 +73,9 @@ def _quantize_one(models_dir: Path, name: str, source: str, version: str) -> boo
     except QuantizationRejected as exc:
         print(f"{exc}")
         return False
-    q = manifest["export"]["quantization"]
-    print(f"{name}: int8 test accuracy {manifest['metrics']['test_accuracy']:.2%} "
-          f"(drop {q['accuracy_drop'] * 100:+.1f} pt) → {models_dir}/{name}/{version}/")
+    assert manifest.export.quantization is not None
+    print(f"{name}: int8 test accuracy {manifest.metrics.test_accuracy:.2%} "
+          f"(drop {manifest.export.quantization.accuracy_drop * 100:+.1f} pt) → {models_dir}/{name}/{version}/")
     return True
 
 

@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
+from service.manifest import Preprocessing
+
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 DATASETS = ("mnist", "placed")
@@ -24,6 +26,13 @@ DEFAULT_SEED = 0
 CANVAS = 64
 DIGIT_SIZES = (20, 36)
 LABELS = [str(d) for d in range(10)]
+# How the service turns an upload into what each dataset's models eat (service.preprocessing.KINDS): the
+# export writes this into the manifest, and training normalises its own tensors with the same recipe.
+PREPROCESSING = {
+    "mnist": Preprocessing(kind="mnist", color="gray", content_size=[28, 28], scale=1 / 255, mean=[0.0], std=[1.0]),
+    "placed": Preprocessing(kind="letterbox", color="rgb", content_size=[CANVAS, CANVAS], scale=1 / 255,
+                            mean=[0.0] * 3, std=[1.0] * 3),
+}
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ and it diffs and reviews as text in git.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,17 @@ from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.func import functional_call
 
+from service.manifest import (MODEL_FILE, CamWeights, ExportInfo, FileEntry, GradcamGraph, Heatmaps, InputSpec, Manifest,
+                              Metrics, ModelConfig, Outputs, Summary, TensorSpec, TrainingInfo)
+
+from . import evaluate
 from .architectures import CNN, get_architecture
-from .data import LABELS, Dataset, load_dataset
+from .data import LABELS, PREPROCESSING, load_dataset
 from .summary import summarize
 from .train import TrainConfig, load_run, to_input
 
 OPSET = 18
+GRADCAM_FILE = "gradcam.onnx"
 TOLERANCE = 1e-4
 PARITY_IMAGES = 64
 
@@ -148,7 +153,7 @@ def stored_parameter_count(path: Path) -> int:
 def write_model_config(model_dir: Path, default_version: str) -> None:
     """``<models>/<name>/config.json``: which version serves requests that name none (Triton keeps
     such per-model settings beside the versions too)."""
-    (model_dir / "config.json").write_text(json.dumps({"default_version": default_version}, indent=1) + "\n")
+    (model_dir / "config.json").write_text(ModelConfig(default_version=default_version).model_dump_json(indent=1) + "\n")
 
 
 def _verify(name: str, expected: np.ndarray, got: np.ndarray, scale: float = 1.0) -> float:
@@ -169,18 +174,14 @@ def export_model(model: CNN, directory: Path, images: torch.Tensor) -> dict[str,
     # strides would be traced into as_strided ops that have no ONNX form.
     dense = dict(memory_format=torch.contiguous_format)
     sample_maps, sample_seed = features[:2].clone(**dense), seed[:2].clone(**dense)
-    _export(_WithFeatures(model), (images[:2].clone(**dense),), directory / "model.onnx", ["input"], ["logits", "features"])
-    _export(_HeadGradient(model.head, sample_maps, sample_seed), (sample_maps, sample_seed), directory / "gradcam.onnx",
+    _export(_WithFeatures(model), (images[:2].clone(**dense),), directory / MODEL_FILE, ["input"], ["logits", "features"])
+    _export(_HeadGradient(model.head, sample_maps, sample_seed), (sample_maps, sample_seed), directory / GRADCAM_FILE,
             ["features", "seed"], ["grad"])
 
     maps = features.clone().requires_grad_(True)
     (reference_grad,) = torch.autograd.grad(model.head(maps), maps, grad_outputs=seed)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # deterministic reductions for the comparison
-    session = ort.InferenceSession(str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    got_logits, got_features = session.run(None, {"input": images.numpy()})
-    grad_session = ort.InferenceSession(str(directory / "gradcam.onnx"), options, providers=["CPUExecutionProvider"])
-    (got_grad,) = grad_session.run(None, {"features": features.numpy(), "seed": seed.numpy()})
+    got_logits, got_features = evaluate.session(directory / MODEL_FILE).run(None, {"input": images.numpy()})
+    (got_grad,) = evaluate.session(directory / GRADCAM_FILE).run(None, {"features": features.numpy(), "seed": seed.numpy()})
     scale = lambda t: max(float(t.abs().max()), 1e-12)  # noqa: E731
     return {
         "logits": _verify("logits", logits.numpy(), got_logits),
@@ -191,16 +192,16 @@ def export_model(model: CNN, directory: Path, images: torch.Tensor) -> dict[str,
     }
 
 
-def export_run(run_dir: Path, models_dir: Path, name: str | None = None, version: str = "1") -> dict[str, Any]:
+def export_run(run_dir: Path, models_dir: Path, name: str | None = None, version: str = "1") -> Manifest:
     config, model, report = load_run(run_dir)
     name = name or config.arch
     test = load_dataset(config.dataset, "test", config.seed)
-    images = to_input(test.images[:PARITY_IMAGES], model.input_spec)
+    images = to_input(test.images[:PARITY_IMAGES], PREPROCESSING[config.dataset], model.input_spec)
     directory = models_dir / name / version
     staging = directory.with_name(f".{version}.partial")  # hidden: never read as a model version
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        manifest = _write_version(config, model, report, test, images, staging, name, version)
+        manifest = _write_version(config, model, report, images, staging, name, version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -212,68 +213,56 @@ def export_run(run_dir: Path, models_dir: Path, name: str | None = None, version
     return manifest
 
 
-def _write_version(config: TrainConfig, model: CNN, report: dict[str, Any], test: Dataset, images: torch.Tensor,
-                   staging: Path, name: str, version: str) -> dict[str, Any]:
+def served_metrics(manifest: Manifest, graph: Path) -> Metrics:
+    """Test and validation accuracy of ``graph`` through the service's own preprocessing (training/evaluate.py)."""
+    dataset, seed = manifest.metrics.dataset, manifest.training.seed
+    test, val = load_dataset(dataset, "test", seed), load_dataset(dataset, "val", seed)
+    model = evaluate.session(graph)
+    accuracy, confusion = evaluate.scores(model, evaluate.served_inputs(test.images, manifest), test.labels)
+    val_accuracy, _ = evaluate.scores(model, evaluate.served_inputs(val.images, manifest), val.labels)
+    return Metrics(dataset=dataset, split="test", test_size=len(test), test_accuracy=accuracy, val_accuracy=val_accuracy,
+                   confusion_matrix=confusion)
+
+
+def _write_version(config: TrainConfig, model: CNN, report: dict[str, Any], images: torch.Tensor,
+                   staging: Path, name: str, version: str) -> Manifest:
     """Graphs, checks and manifest into ``staging``; raises before anything is renamed into place."""
     parity = export_model(model, staging, images)
 
     summary = summarize(model)
-    stored = stored_parameter_count(staging / "model.onnx")
+    stored = stored_parameter_count(staging / MODEL_FILE)
     if stored != summary["total_params"]:
         raise ExportError(f"model.onnx stores {stored} parameters, the module has {summary['total_params']}")
 
     spec = model.input_spec
     with torch.no_grad():
         _, features = model.forward_with_features(images[:1])
-    cam: dict[str, Any] | None = None
+    cam = None
     if model.supports_cam:
         weights, bias = model.cam_weights()
-        cam = {"weights": weights.tolist(), "bias": bias.tolist()}
-    manifest: dict[str, Any] = {
-        "name": name,
-        "version": version,
-        "precision": "float32",
-        "architecture": config.arch,
-        "description": get_architecture(config.arch).description,
-        "labels": LABELS,
-        "input": {"name": "input", "dtype": "float32", "shape": [-1, *spec.shape],
-                  "channels": spec.channels, "height": spec.height, "width": spec.width},
-        "preprocessing": {
-            "color": "gray" if spec.channels == 1 else "rgb",
-            # The image is fitted into content_size (aspect kept), then padded with zeros to the input size.
-            "content_size": list(test.images.shape[2:]),
-            "scale": 1 / 255,
-            "mean": [0.0] * spec.channels,
-            "std": [1.0] * spec.channels,
-            "mnist_style": config.dataset == "mnist",
-        },
-        "outputs": {
-            "logits": {"name": "logits", "shape": [-1, len(LABELS)]},
-            "features": {"name": "features", "shape": [-1, *features.shape[1:]], "layer": model.cam_layer},
-        },
-        "heatmaps": {
-            "layer": model.cam_layer,
-            "methods": ["cam", "gradcam"] if cam else ["gradcam"],
-            "gradcam_graph": {"file": "gradcam.onnx", "inputs": ["features", "seed"], "output": "grad"},
-            "cam": cam,
-        },
-        "metrics": {
-            "dataset": config.dataset,
-            "split": "test",
-            "test_size": len(test),
-            "test_accuracy": report["test_accuracy"],
-            "val_accuracy": report["history"][report["best_epoch"] - 1]["val_accuracy"],
-            "confusion_matrix": report["confusion_matrix"],
-        },
-        "training": {**report["config"], "best_epoch": report["best_epoch"], "epochs_run": report["epochs_run"],
-                     "duration_s": report["duration_s"], "torch": report["torch"]},
-        "export": {"opset": OPSET, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
-                   "parity_images": len(images), "max_abs_diff": parity},
-        "files": {f: {"sha256": sha256(staging / f), "bytes": (staging / f).stat().st_size}
-                  for f in ("model.onnx", "gradcam.onnx")},
-        "summary": summary,
-    }
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        cam = CamWeights(weights=weights.tolist(), bias=bias.tolist())
+    manifest = Manifest(
+        name=name, version=version, precision="float32", architecture=config.arch,
+        description=get_architecture(config.arch).description, labels=LABELS,
+        input=InputSpec(name="input", dtype="float32", shape=[-1, *spec.shape], channels=spec.channels,
+                        height=spec.height, width=spec.width),
+        preprocessing=PREPROCESSING[config.dataset],
+        outputs=Outputs(logits=TensorSpec(name="logits", shape=[-1, len(LABELS)]),
+                        features=TensorSpec(name="features", shape=[-1, *features.shape[1:]], layer=model.cam_layer)),
+        heatmaps=Heatmaps(layer=model.cam_layer, cam=cam,
+                          gradcam_graph=GradcamGraph(file=GRADCAM_FILE, inputs=["features", "seed"], output="grad")),
+        # Placeholder metrics until the graph is scored below, through the service's own preprocessing.
+        metrics=Metrics(dataset=config.dataset, split="test", test_size=0, test_accuracy=0, val_accuracy=0, confusion_matrix=[]),
+        training=TrainingInfo(config=asdict(config), seed=config.seed, best_epoch=report["best_epoch"],
+                              epochs_run=report["epochs_run"], duration_s=report["duration_s"], torch=report["torch"]),
+        export=ExportInfo(opset=OPSET, onnx=onnx.__version__, onnxruntime=ort.__version__, parity_images=len(images),
+                          max_abs_diff=parity),
+        files={file: FileEntry(sha256=sha256(staging / file), bytes=(staging / file).stat().st_size)
+               for file in (MODEL_FILE, GRADCAM_FILE)},
+        summary=Summary.model_validate(summary),
+    )
+    manifest.metrics = served_metrics(manifest, staging / MODEL_FILE)
+    (staging / "manifest.json").write_text(manifest.model_dump_json(indent=1))
     return manifest
 
 
@@ -284,9 +273,9 @@ def load_exported(directory: Path) -> CNN:
 
     from .architectures import create_model
 
-    manifest = json.loads((directory / "manifest.json").read_text())
-    model = create_model(manifest["architecture"], num_classes=len(manifest["labels"]))
-    graph = onnx.load(str(directory / "model.onnx")).graph
+    manifest = Manifest.model_validate_json((directory / "manifest.json").read_text())
+    model = create_model(manifest.architecture, num_classes=len(manifest.labels))
+    graph = onnx.load(str(directory / MODEL_FILE)).graph
     weights = {init.name.removeprefix("model."): torch.from_numpy(numpy_helper.to_array(init).copy())
                for init in graph.initializer if init.name.startswith("model.")}
     model.load_state_dict(weights, strict=True)

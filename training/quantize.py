@@ -10,22 +10,21 @@ for the FC-headed nets is most of the repository's size.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
-from sklearn.metrics import accuracy_score, confusion_matrix
 
-from .architectures import InputSpec
-from .data import LABELS, load_dataset
-from .export import ExportError, sha256, stored_parameter_count, write_model_config
-from .train import to_input
+from service.manifest import MODEL_FILE, FileEntry, Manifest, Quantization
+
+from . import evaluate
+from .data import load_dataset
+from .export import ExportError, served_metrics, sha256, stored_parameter_count, write_model_config
 
 MAX_ACCURACY_DROP = 0.005  # the issue's bar: more than 0.5 pt lost and the int8 version is not shipped
 CALIBRATION_IMAGES = 256
@@ -45,33 +44,27 @@ class _Calibration(CalibrationDataReader):
         return None if batch is None else {"input": batch}
 
 
-def _predict(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([session.run(["logits"], {"input": images[i:i + 256]})[0] for i in range(0, len(images), 256)]).argmax(1)
-
-
 def quantize_version(models_dir: Path, name: str, source: str = "1", version: str = "2",
-                     calibration_images: int = CALIBRATION_IMAGES) -> dict[str, Any]:
+                     calibration_images: int = CALIBRATION_IMAGES) -> Manifest:
     """Write ``models_dir/name/version`` as the int8 twin of ``source``; raises QuantizationRejected
     (writing nothing) when test accuracy drops by more than MAX_ACCURACY_DROP."""
     source_dir = models_dir / name / source
-    manifest = json.loads((source_dir / "manifest.json").read_text())
-    spec = InputSpec(*manifest["input"]["shape"][1:])
-    dataset, seed = manifest["metrics"]["dataset"], int(manifest["training"]["seed"])
-    train = load_dataset(dataset, "train", seed)
+    manifest = Manifest.model_validate_json((source_dir / "manifest.json").read_text())
+    train = load_dataset(manifest.metrics.dataset, "train", manifest.training.seed)
     spread = np.linspace(0, len(train) - 1, calibration_images).astype(int)  # the split is sorted by class
-    calibration = to_input(train.images[spread], spec).numpy()
+    calibration = evaluate.served_inputs(train.images[spread], manifest)  # what the service will feed it
 
     directory = models_dir / name / version
     staging = directory.with_name(f".{version}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        quant_pre_process(str(source_dir / "model.onnx"), str(staging / "prepared.onnx"), skip_symbolic_shape=True)
-        quantize_static(str(staging / "prepared.onnx"), str(staging / "model.onnx"), _Calibration(calibration),
+        quant_pre_process(str(source_dir / MODEL_FILE), str(staging / "prepared.onnx"), skip_symbolic_shape=True)
+        quantize_static(str(staging / "prepared.onnx"), str(staging / MODEL_FILE), _Calibration(calibration),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=True, calibrate_method=CalibrationMethod.MinMax)
         (staging / "prepared.onnx").unlink()
-        result = _check_and_describe(manifest, staging, spec, dataset, seed, version, len(calibration))
+        result = _check_and_describe(manifest, staging, version, len(calibration))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -82,39 +75,32 @@ def quantize_version(models_dir: Path, name: str, source: str = "1", version: st
     return result
 
 
-def _check_and_describe(manifest: dict[str, Any], staging: Path, spec: InputSpec, dataset: str, seed: int,
-                        version: str, calibrated_on: int) -> dict[str, Any]:
-    test, val = load_dataset(dataset, "test", seed), load_dataset(dataset, "val", seed)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(staging / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    predicted = _predict(session, to_input(test.images, spec).numpy())
-    accuracy = float(accuracy_score(test.labels, predicted))
-    float_accuracy = manifest["metrics"]["test_accuracy"]
-    drop = float_accuracy - accuracy
+def _check_and_describe(manifest: Manifest, staging: Path, version: str, calibrated_on: int) -> Manifest:
+    metrics = served_metrics(manifest, staging / MODEL_FILE)
+    float_accuracy = manifest.metrics.test_accuracy
+    drop = float_accuracy - metrics.test_accuracy
     if drop > MAX_ACCURACY_DROP:
-        raise QuantizationRejected(f"{manifest['name']}: int8 test accuracy {accuracy:.2%} is {drop * 100:.1f} pt below "
-                                   f"float32's {float_accuracy:.2%} (limit {MAX_ACCURACY_DROP * 100:.1f} pt); not shipped")
-    stored = stored_parameter_count(staging / "model.onnx")
-    if stored != manifest["summary"]["total_params"]:
-        raise ExportError(f"int8 model.onnx stores {stored} parameters, the float model {manifest['summary']['total_params']}")
-    val_accuracy = float(accuracy_score(val.labels, _predict(session, to_input(val.images, spec).numpy())))
-    source_version = manifest["version"]
-    shared_gradcam = f"../{source_version}/gradcam.onnx"
-    manifest.update(
-        version=version,
-        precision="int8",
-        description=f"{manifest['description']} — int8 (static QDQ) version of v{source_version}",
-        metrics={**manifest["metrics"], "test_accuracy": accuracy, "val_accuracy": val_accuracy,
-                 "confusion_matrix": confusion_matrix(test.labels, predicted, labels=range(len(LABELS))).tolist()},
-        export={**manifest["export"], "quantization": {
-            "format": "QDQ", "weights": "int8, per output channel", "activations": "uint8, per tensor",
-            "calibration": f"min-max over {calibrated_on} {dataset} training images, every class",
-            "source_version": source_version, "source_test_accuracy": float_accuracy, "accuracy_drop": drop,
-            "onnxruntime": ort.__version__}},
-        heatmaps={**manifest["heatmaps"], "gradcam_graph": {**manifest["heatmaps"]["gradcam_graph"], "file": shared_gradcam}},
-        files={"model.onnx": {"sha256": sha256(staging / "model.onnx"), "bytes": (staging / "model.onnx").stat().st_size},
-               shared_gradcam: manifest["files"]["gradcam.onnx"]},
-    )
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return manifest
+        raise QuantizationRejected(f"{manifest.name}: int8 test accuracy {metrics.test_accuracy:.2%} is {drop * 100:.1f} pt "
+                                   f"below float32's {float_accuracy:.2%} (limit {MAX_ACCURACY_DROP * 100:.1f} pt); not shipped")
+    stored = stored_parameter_count(staging / MODEL_FILE)
+    if stored != manifest.summary.total_params:
+        raise ExportError(f"int8 model.onnx stores {stored} parameters, the float model {manifest.summary.total_params}")
+    source_version = manifest.version
+    gradient = manifest.heatmaps.gradcam_graph
+    shared_gradcam = f"../{source_version}/{gradient.file}"
+    quantization = Quantization(
+        format="QDQ", weights="int8, per output channel", activations="uint8, per tensor",
+        calibration=f"min-max over {calibrated_on} {manifest.metrics.dataset} training images, every class",
+        source_version=source_version, source_test_accuracy=float_accuracy, accuracy_drop=drop, onnxruntime=ort.__version__)
+    model_file = staging / MODEL_FILE
+    quantized = manifest.model_copy(deep=True, update={
+        "version": version, "precision": "int8",
+        "description": f"{manifest.description} — int8 (static QDQ) version of v{source_version}",
+        "metrics": metrics,
+        "export": manifest.export.model_copy(update={"quantization": quantization}),
+        "heatmaps": manifest.heatmaps.model_copy(update={"gradcam_graph": gradient.model_copy(update={"file": shared_gradcam})}),
+        "files": {MODEL_FILE: FileEntry(sha256=sha256(model_file), bytes=model_file.stat().st_size),
+                  shared_gradcam: manifest.files[gradient.file]},
+    })
+    (staging / "manifest.json").write_text(quantized.model_dump_json(indent=1))
+    return quantized

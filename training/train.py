@@ -17,8 +17,11 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix
 from tqdm import tqdm
 
+from service.manifest import Preprocessing
+from service.preprocessing import normalise
+
 from .architectures import CNN, InputSpec, create_model
-from .data import DEFAULT_SEED, LABELS, load_dataset
+from .data import DEFAULT_SEED, LABELS, PREPROCESSING, load_dataset
 from .plots import plot_confusion, plot_history
 
 
@@ -64,14 +67,10 @@ class TrainResult:
         }
 
 
-def to_input(images: np.ndarray, spec: InputSpec) -> torch.Tensor:
-    """uint8 N×C×h×w → float N×C×H×W in [0, 1], centred and zero-padded up to the net's input size
+def to_input(images: np.ndarray, prep: Preprocessing, spec: InputSpec) -> torch.Tensor:
+    """uint8 N×C×h×w → the net's float N×C×H×W input, normalised and padded by the service's own function
     (how LeNet-5 takes 28×28 digits on its 32×32 input)."""
-    x = torch.from_numpy(images).float().div_(255)
-    pad_h, pad_w = spec.height - x.shape[2], spec.width - x.shape[3]
-    if pad_h or pad_w:
-        x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-    return x
+    return torch.from_numpy(normalise(images, prep, (spec.height, spec.width)))
 
 
 def random_affine(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -139,7 +138,7 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
         if split == "train" and config.limit:
             keep = np.linspace(0, len(data.labels) - 1, config.limit).astype(int)  # the split is sorted by class
         boxes = None if data.boxes is None else torch.from_numpy(data.boxes[keep])
-        return to_input(data.images[keep], spec), torch.from_numpy(data.labels[keep]), boxes
+        return to_input(data.images[keep], PREPROCESSING[config.dataset], spec), torch.from_numpy(data.labels[keep]), boxes
 
     x_train, y_train, train_boxes = tensors("train", config.copies)
     x_val, y_val, _ = tensors("val")

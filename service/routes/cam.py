@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import io
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from PIL import Image
 
-from .. import cam
-from ..dependencies import UPLOAD_BODY, EngineDep, RepositoryDep, VersionQuery, model_for, read_upload
-from ..schemas import CamMethod, CamResponse, ClassScore
+from ..dependencies import UPLOAD_BODY, EngineDep, VersionQuery, model_for, read_upload
+from ..schemas import CamResponse, ClassScore
+from ..worker.explain import METHODS
+from ..worker.protocol import HeatmapArrays, HeatmapFormat
 from .problems import PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/models", tags=["heatmaps"])
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @router.post("/{name}/cam", response_model=CamResponse, responses={
@@ -30,30 +23,33 @@ def _png(image: Image.Image) -> bytes:
 async def class_activation_map(
     request: Request,
     name: str,
-    repository: RepositoryDep,
     engine: EngineDep,
-    class_: Annotated[str | None, Query(alias="class", description="class index or label (default: the top-1 class)", examples=["7"])] = None,
-    method: Annotated[CamMethod | None, Query(description="cam (GAP nets) or gradcam (every net); default: cam where supported")] = None,
-    format: Annotated[Literal["json", "png", "overlay"], Query(description="json map, png heatmap, or overlay on the image")] = "json",
+    class_: Annotated[str | None, Query(alias="class", max_length=64, description="class index or label (default: the top-1 class)",
+                                        examples=["7"])] = None,
+    method: Annotated[str | None, Query(description="heatmap method (default: the model's best: cam where it has a GAP head)",
+                                        json_schema_extra={"enum": list(METHODS)})] = None,
+    format: Annotated[HeatmapFormat, Query(description="json map, png heatmap, or overlay on the image "
+                                                       "(png and overlay: at most overlay_max_side px a side)")] = "json",
     opacity: Annotated[float, Query(ge=0, le=1, description="heatmap opacity for format=overlay")] = 0.5,
     version: VersionQuery = None,
-):
-    loaded = model_for(request, repository, name, version)
-    result = await engine.explain(loaded, await read_upload(request), class_, method)
-    labels = loaded.manifest.labels
+) -> Response | CamResponse:
+    served = model_for(request, engine, name, version)
+    class_index, chosen = served.check_explain(class_, method)  # a 422 before the upload is even read
+    result = await served.explain(await read_upload(request), class_index, chosen, format, opacity)
+    labels = served.entry.manifest.labels
     score = float(result.probabilities[result.class_index])
-    if format == "json":
+    heatmap = result.heatmap
+    if isinstance(heatmap, HeatmapArrays):
         top = int(result.probabilities.argmax())
         return CamResponse(
-            model=loaded.name, version=loaded.version, method=result.method, class_index=result.class_index,
+            model=served.entry.name, version=served.entry.version, method=chosen, class_index=result.class_index,
             label=labels[result.class_index], score=score,
             predicted=ClassScore(index=top, label=labels[top], probability=float(result.probabilities[top])),
-            feature_size=list(result.heatmap.shape), heatmap=result.heatmap.round(5).tolist(),
-            input_size=list(result.heatmap_input.shape), heatmap_input=result.heatmap_input.round(5).tolist(),
+            feature_size=list(heatmap.feature_map.shape), heatmap=heatmap.feature_map.round(5).tolist(),
+            input_size=list(heatmap.input_map.shape), heatmap_input=heatmap.input_map.round(5).tolist(),
         )
-    image = result.prepared.image
-    on_image = cam.to_image_space(result.heatmap_input, image.size, result.prepared.scale, result.prepared.offset)
-    picture = cam.overlay(image, on_image, opacity) if format == "overlay" else Image.fromarray(cam.colormap(on_image))
     headers = {"X-Class-Index": str(result.class_index), "X-Class-Label": labels[result.class_index],
-               "X-Score": f"{score:.6f}", "X-Method": result.method}
-    return Response(_png(picture), media_type="image/png", headers=headers)
+               "X-Score": f"{score:.6f}", "X-Method": chosen}
+    if heatmap.size != heatmap.source_size:  # a large upload: the picture is scaled down to overlay_max_side
+        headers["X-Scaled-From"] = "{}x{}".format(*heatmap.source_size)
+    return Response(heatmap.png, media_type="image/png", headers=headers)

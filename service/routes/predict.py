@@ -6,33 +6,34 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from ..dependencies import UPLOAD_BODY, EngineDep, RepositoryDep, SettingsDep, VersionQuery, model_for, read_upload
+from ..dependencies import UPLOAD_BODY, EngineDep, SettingsDep, VersionQuery, model_for, read_upload
 from ..errors import InvalidParameter
 from ..schemas import ClassScore, PredictResponse, Timings
 from .problems import PROBLEM_RESPONSES
 
 router = APIRouter(tags=["predict"])
 
+
 @router.post("/predict", response_model=PredictResponse, responses=PROBLEM_RESPONSES, openapi_extra=UPLOAD_BODY,
              summary="Classify an image with a model from the repository")
 async def predict(
     request: Request,
-    repository: RepositoryDep,
     engine: EngineDep,
     settings: SettingsDep,
-    model: Annotated[str | None, Query(description="model name (default: the configured default model)", examples=["lenet5"])] = None,
+    model: Annotated[str | None, Query(max_length=128, description="model name (default: the configured default model)",
+                                       examples=["lenet5"])] = None,
     version: VersionQuery = None,
-    top_k: Annotated[int, Query(ge=1, description="how many classes to return")] = 5,
+    top_k: Annotated[int, Query(ge=1, le=1000, description="how many classes to return (at most max_top_k)")] = 5,
 ) -> Response:
-    loaded = model_for(request, repository, model or settings.default_model, version)
+    served = model_for(request, engine, model or settings.default_model, version)
     if top_k > settings.max_top_k:
         raise InvalidParameter(f"top_k must be at most {settings.max_top_k}; got {top_k}")
-    labels = loaded.manifest.labels
-    result = await engine.classify(loaded, await read_upload(request), min(top_k, len(labels)))
+    labels = served.entry.manifest.labels
+    result = await served.classify(await read_upload(request), min(top_k, len(labels)))
     body = PredictResponse(
-        model=loaded.name, version=loaded.version,
+        model=served.entry.name, version=served.entry.version,
         predictions=[ClassScore(index=i, label=labels[i], probability=p) for i, p in result.top],
-        provider=loaded.providers[0], inverted=result.inverted, timings=Timings(**result.timings_ms),
+        provider=served.entry.providers[0], inverted=result.inverted, timings=Timings(**result.timings_ms),
     )
     # Serialised by pydantic directly: the hot path skips FastAPI re-validating what it just built.
     return Response(body.model_dump_json(), media_type="application/json")

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from tests.conftest import encode, upload
+from tests.helpers import encode, upload
 
 
 def assert_problem(response, status: int, *words: str) -> dict:

@@ -1,5 +1,5 @@
-"""Dynamic batching: stacked runs give every caller its own row, bad requests never spoil a batch,
-and a full queue answers 503 with Retry-After."""
+"""Dynamic batching: stacked runs give every caller its own rows, bad requests never spoil a batch, and a
+full queue answers 503 with Retry-After."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.batching import MicroBatcher
-from service.errors import ServiceUnavailable, UnsupportedImage
-from service.inference_worker import WorkerModel, run_batch
+from service.errors import ProblemError, ServiceUnavailable, UnsupportedImage
 from service.manifest import Manifest
-from service.runtime import Sessions
-from service.workers import Upload
-from tests.conftest import MODELS, encode, upload
+from service.worker.model import WorkerModel
+from service.worker.protocol import Classified, Classify, TensorRows, Upload, UploadRow, Version
+from tests.helpers import MODELS, encode, upload
 
 LENET = MODELS / "lenet5" / "1"
 
@@ -26,12 +25,28 @@ LENET = MODELS / "lenet5" / "1"
 @pytest.fixture(scope="module")
 def lenet(settings) -> WorkerModel:
     """lenet5 as an inference worker holds it, here in the test's own process."""
-    manifest = Manifest.model_validate_json((LENET / "manifest.json").read_text())
-    return WorkerModel(manifest, Sessions.load(LENET / "model.onnx", LENET / "gradcam.onnx", settings))
+    return WorkerModel.load(Version(LENET, Manifest.model_validate_json((LENET / "manifest.json").read_text())), settings, heavy=False)
 
 
 def single(x: np.ndarray) -> list[np.ndarray]:
     return ort.InferenceSession(str(LENET / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+
+
+def rows_of(reply: Classified) -> list:
+    """Each item's own slice of a batch reply, or its error (what the engine's dispatch hands back)."""
+    out = []
+    for item in reply.items:
+        if isinstance(item, ProblemError):
+            out.append(item)
+        else:
+            part = slice(item.start, item.stop) if isinstance(item, TensorRows) else slice(item.row, item.row + 1)
+            out.append((reply.logits[part], None if reply.features is None else reply.features[part], reply.ranking[part]))
+    return out
+
+
+def form(data: bytes) -> Upload:
+    request = httpx.Request("POST", "http://test/", files=upload(data))
+    return Upload(request.read(), request.headers["content-type"])
 
 
 def test_batched_rows_equal_single_runs(lenet):
@@ -40,7 +55,7 @@ def test_batched_rows_equal_single_runs(lenet):
 
     async def dispatch(items):
         sizes.append(len(items))
-        return (await asyncio.to_thread(run_batch, lenet, items, 10**8)).rows()
+        return rows_of(await asyncio.to_thread(lenet.classify, Classify(("lenet5", "1"), tuple(items), True)))
 
     async def scenario():
         batcher = MicroBatcher("lenet5", dispatch, max_batch_size=8, max_queue_delay_ms=50, max_queue=64, collectors=1)
@@ -50,33 +65,30 @@ def test_batched_rows_equal_single_runs(lenet):
 
     results = asyncio.run(scenario())
     assert max(sizes) > 1 and max(sizes) <= 8 and sum(sizes) == 12
-    for x, rows in zip(inputs, results):
+    for x, (logits, features, order) in zip(inputs, results):
         single_logits, single_features = single(x)
-        np.testing.assert_allclose(rows.logits, single_logits, atol=1e-5)
-        np.testing.assert_allclose(rows.features, single_features, atol=1e-5)
-        np.testing.assert_allclose(rows.probabilities.sum(axis=1), 1, atol=1e-6)
-        assert rows.ranking[0, 0] == single_logits[0].argmax()
+        np.testing.assert_allclose(logits, single_logits, atol=1e-5)
+        np.testing.assert_allclose(features, single_features, atol=1e-5)
+        assert order[0, 0] == single_logits[0].argmax()
 
 
 def test_multi_image_requests_and_a_failing_input_share_batches_correctly(lenet, mnist_test):
     rows_per_run: list[int] = []
 
     def counted(items):
-        reply = run_batch(lenet, items, 10**8)
+        reply = lenet.classify(Classify(("lenet5", "1"), tuple(items), True))
         rows_per_run.append(len(reply.logits))
-        return reply.rows()
+        return rows_of(reply)
 
     rng = np.random.default_rng(1)
     tensors = [rng.random((rows, 1, 32, 32), np.float32) for rows in (3, 1, 4, 2, 5, 1)]
-    form = httpx.Request("POST", "http://test/", files=upload(encode(mnist_test.images[0, 0])))
-    digit = Upload(form.read(), form.headers["content-type"])
-    junk = httpx.Request("POST", "http://test/", files=upload(b"junk"))
+    digit = form(encode(mnist_test.images[0, 0]))
 
     async def scenario():
         batcher = MicroBatcher("lenet5", lambda items: asyncio.to_thread(counted, items), max_batch_size=6,
                                max_queue_delay_ms=50, max_queue=64, collectors=1)
         calls = [batcher.submit(t, rows=len(t)) for t in tensors]
-        calls.insert(2, batcher.submit(Upload(junk.read(), junk.headers["content-type"])))
+        calls.insert(2, batcher.submit(form(b"junk")))
         calls.insert(4, batcher.submit(digit))
         results = await asyncio.gather(*calls, return_exceptions=True)
         await batcher.close()
@@ -85,13 +97,13 @@ def test_multi_image_requests_and_a_failing_input_share_batches_correctly(lenet,
     results = asyncio.run(scenario())
     uploaded, failed = results.pop(4), results.pop(2)
     assert isinstance(failed, UnsupportedImage) and failed.status == 415
-    assert uploaded.logits.shape == (1, 10)
-    assert run_batch(lenet, [digit], 10**8).features is None  # uploads get features only when asked for
-    assert uploaded.ranking[0, 0] == mnist_test.labels[0]
+    assert uploaded[0].shape == (1, 10) and uploaded[2][0, 0] == mnist_test.labels[0]
+    reply = lenet.classify(Classify(("lenet5", "1"), (digit,), True))
+    assert reply.features is None and isinstance(reply.items[0], UploadRow)  # uploads alone: no feature maps sent
     assert max(rows_per_run) <= 6 and sum(rows_per_run) == 17 and len(rows_per_run) < len(tensors) + 1
-    for tensor, rows in zip(tensors, results):
-        assert rows.logits.shape == (len(tensor), 10)
-        np.testing.assert_allclose(rows.logits, single(tensor)[0], atol=1e-5)
+    for tensor, (logits, _, _) in zip(tensors, results):
+        assert logits.shape == (len(tensor), 10)
+        np.testing.assert_allclose(logits, single(tensor)[0], atol=1e-5)
 
 
 def test_full_queue_answers_503_with_retry_after(lenet):
@@ -100,7 +112,7 @@ def test_full_queue_answers_503_with_retry_after(lenet):
 
         async def dispatch(items):
             await release.wait()  # the worker is busy
-            return run_batch(lenet, items, 10**8).rows()
+            return rows_of(lenet.classify(Classify(("lenet5", "1"), tuple(items), True)))
 
         batcher = MicroBatcher("lenet5", dispatch, max_batch_size=1, max_queue_delay_ms=0, max_queue=2, collectors=1)
         x = np.zeros((1, 1, 32, 32), np.float32)
@@ -117,7 +129,7 @@ def test_full_queue_answers_503_with_retry_after(lenet):
 
     busy, done = asyncio.run(scenario())
     assert busy.status == 503 and busy.headers == {"Retry-After": "1"}
-    assert len(done) == 3 and all(rows.logits.shape == (1, 10) for rows in done)
+    assert len(done) == 3 and all(logits.shape == (1, 10) for logits, _, _ in done)
 
 
 def test_bad_requests_inside_a_batch_of_good_ones(settings, mnist_test):

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.conftest import encode
+from tests.helpers import encode
 from tests.service.test_bad_input import png_declaring
 
 

@@ -1,10 +1,10 @@
-"""GET /models, /models/{name} and the architecture summaries, against SEEDS.md and the ONNX files."""
+"""GET /models, /models/{name} and the architecture summaries, against the course material's parameter counts and the ONNX files."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import MODELS, SEEDS_TOTALS, SHIPPED, VERSIONS, manifest
+from tests.helpers import MODELS, MATERIAL_TOTALS, SHIPPED, VERSIONS, manifest
 from training.export import stored_parameter_count
 
 
@@ -50,8 +50,8 @@ def test_summary_agrees_with_the_onnx_initializers(client, name, version):
     body = client.get(f"/models/{name}/summary?version={version}").json()
     onnx_params = stored_parameter_count(MODELS / name / version / "model.onnx")
     assert body["totals"]["total_params"] == onnx_params == sum(r["params"] for r in body["layers"])
-    if name in SEEDS_TOTALS:
-        assert onnx_params == SEEDS_TOTALS[name]
+    if name in MATERIAL_TOTALS:
+        assert onnx_params == MATERIAL_TOTALS[name]
 
 
 def test_summary_as_text(client):
@@ -73,7 +73,7 @@ def test_default_version_comes_from_the_model_config(settings, tmp_path, mnist_t
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from tests.conftest import encode, upload
+    from tests.helpers import encode, upload
 
     shutil.copytree(MODELS / "mnist_cnn_b", tmp_path / "mnist_cnn_b")
     digit = upload(encode(mnist_test.images[0, 0]))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ARTIFACTS, ROOT, SEEDS_TOTALS
+from tests.helpers import ARTIFACTS, ROOT, MATERIAL_TOTALS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXAMPLES = ROOT / "examples"
@@ -74,7 +74,7 @@ def test_uploading_a_test_image_shows_label_overlay_and_summary(page):
     page.wait_for_function("document.getElementById('heat-caption').textContent.includes('class 3')")
     page.click("#show-summary")
     page.wait_for_selector("#total-params")
-    assert page.inner_text("#total-params") == f"{SEEDS_TOTALS['mnist_cnn_b']:,}"
+    assert page.inner_text("#total-params") == f"{MATERIAL_TOTALS['mnist_cnn_b']:,}"
     assert "(28 − 3 + 2·0) / 1 + 1 = 26" in page.inner_text("#summary-table tbody")
     screenshot(page, "uploaded")
 

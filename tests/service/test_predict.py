@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SHIPPED, encode, manifest, upload
+from tests.helpers import SHIPPED, encode, manifest, upload
 
 MNIST_MODELS = [m for m in SHIPPED if manifest(m)["metrics"]["dataset"] == "mnist"]
 RGB_MODELS = [m for m in SHIPPED if manifest(m)["metrics"]["dataset"] == "placed"]

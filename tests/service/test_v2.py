@@ -13,8 +13,8 @@ from tritonclient.utils import InferenceServerException
 
 from service.manifest import Manifest
 from service.postprocessing import softmax
-from service.preprocessing import decode_image, prepare
-from tests.conftest import MODELS, VERSIONS, encode, manifest, upload
+from service.preprocessing import prepare
+from tests.helpers import MODELS, VERSIONS, encode, manifest, upload, decoded
 
 
 def sample_images(name: str, mnist_test, placed_test) -> list[bytes]:
@@ -25,7 +25,7 @@ def sample_images(name: str, mnist_test, placed_test) -> list[bytes]:
 def model_input(name: str, images: list[bytes], version: str = "1") -> np.ndarray:
     """The tensor /predict feeds the model, built with the service's own preprocessing."""
     m = Manifest.model_validate_json((MODELS / name / version / "manifest.json").read_text())
-    return np.concatenate([prepare(decode_image(data, 10**8), m).batch for data in images])
+    return np.concatenate([prepare(decoded(data), m).batch for data in images])
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,22 @@
-"""Architectures against SEEDS.md: parameter counts to the unit, and output sizes by the formula."""
+"""Architectures against the course material and the papers: parameter counts to the unit, and output sizes by
+the formula (W − F + 2P) / S + 1."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tests.conftest import SEEDS_TOTALS
+from tests.helpers import MATERIAL_TOTALS
 from training.architectures import create_model, list_architectures
 from training.summary import summarize
 
-# SEEDS.md, exactly.
-SEEDS_ROWS = {  # parameterised layers, in order
+# Per parameterised layer, as the material counts them: conv F·F·C_in·C_out + C_out, dense in·out + out.
+MATERIAL_ROWS = {  # parameterised layers, in order
     "lenet5": [156, 2_416, 48_120, 10_164, 850],
     "mnist_cnn_a": [832, 51_264, 65_600, 650],
     "mnist_cnn_b": [320, 18_496, 1_179_776, 1_290],
 }
-SEEDS_CNN_B_SHAPES = [(32, 26, 26), (64, 24, 24), (64, 12, 12), (9_216,), (128,), (10,)]
+MATERIAL_CNN_B_SHAPES = [(32, 26, 26), (64, 24, 24), (64, 12, 12), (9_216,), (128,), (10,)]
 
 
 def output_size(w: int, f: int, p: int, s: int, d: int = 1) -> int:
@@ -25,7 +26,7 @@ def output_size(w: int, f: int, p: int, s: int, d: int = 1) -> int:
     return (w - f + 2 * p) // s + 1
 
 
-def test_formula_examples_from_seeds():
+def test_formula_examples_from_the_material():
     assert output_size(7, 3, 0, 1) == 5
     assert output_size(7, 3, 0, 2) == 3
     assert output_size(7, 3, 1, 1) == 7
@@ -34,19 +35,19 @@ def test_formula_examples_from_seeds():
         output_size(7, 3, 0, 3)
 
 
-@pytest.mark.parametrize("arch", SEEDS_TOTALS)
+@pytest.mark.parametrize("arch", MATERIAL_TOTALS)
 def test_parameter_counts_match_seeds(arch):
     model = create_model(arch)
     summary = summarize(model)
-    assert sum(p.numel() for p in model.parameters()) == SEEDS_TOTALS[arch]
-    assert summary["total_params"] == SEEDS_TOTALS[arch]
-    assert [row["params"] for row in summary["layers"] if row["params"]] == SEEDS_ROWS[arch]
+    assert sum(p.numel() for p in model.parameters()) == MATERIAL_TOTALS[arch]
+    assert summary["total_params"] == MATERIAL_TOTALS[arch]
+    assert [row["params"] for row in summary["layers"] if row["params"]] == MATERIAL_ROWS[arch]
 
 
 def test_mnist_cnn_b_output_shapes_match_seeds():
     rows = summarize(create_model("mnist_cnn_b"))["layers"]
     shapes = [tuple(r["output_shape"]) for r in rows if r["type"] in ("Conv2d", "MaxPool2d", "Flatten", "Linear")]
-    assert shapes == SEEDS_CNN_B_SHAPES
+    assert shapes == MATERIAL_CNN_B_SHAPES
 
 
 def test_lenet5_follows_the_material():

@@ -4,13 +4,18 @@ manifest says what the service needs, and a bad export fails loudly."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
-from training import export
+from service.app import create_app
+from service.manifest import Manifest
+from tests.helpers import encode, upload
+from training import evaluate, export
 from training.architectures import create_model
 from training.summary import summarize
 from training.train import TrainConfig, train
@@ -44,16 +49,22 @@ def test_export_round_trip(tmp_path, arch):
     np.testing.assert_allclose(got, reference.numpy(), atol=1e-4 * float(reference.abs().max()))
 
 
-def test_export_run_writes_a_complete_manifest(tmp_path):
-    run = tmp_path / "run"
-    train(TrainConfig("cam_net", "placed", epochs=1, limit=64, batch_size=32, threads=2), run, progress=False)
-    manifest = export.export_run(run, tmp_path / "models", name="tiny_cam", version="3")
-    directory = tmp_path / "models" / "tiny_cam" / "3"
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory) -> tuple[Path, Manifest]:
+    """A one-epoch cam_net on 64 images, exported as tiny_cam/3 into a repository of its own."""
+    root = tmp_path_factory.mktemp("tiny")
+    train(TrainConfig("cam_net", "placed", epochs=1, limit=64, batch_size=32, threads=2), root / "run", progress=False)
+    return root / "models", export.export_run(root / "run", root / "models", name="tiny_cam", version="3")
+
+
+def test_export_run_writes_a_complete_manifest(tiny_export):
+    models, manifest = tiny_export
+    directory = models / "tiny_cam" / "3"
     on_disk = json.loads((directory / "manifest.json").read_text())
-    assert on_disk == json.loads(json.dumps(manifest))
+    assert Manifest.model_validate(on_disk) == manifest  # the service's own schema reads what training wrote
     assert on_disk["files"]["model.onnx"]["sha256"] == export.sha256(directory / "model.onnx")
     assert on_disk["input"]["shape"] == [-1, 3, 64, 64] and on_disk["labels"] == [str(d) for d in range(10)]
-    assert on_disk["heatmaps"]["methods"] == ["cam", "gradcam"]
+    assert on_disk["preprocessing"]["kind"] == "letterbox"
     assert np.array(on_disk["heatmaps"]["cam"]["weights"]).shape == (10, 64)
     assert on_disk["outputs"]["features"]["shape"] == [-1, 64, 16, 16]
     assert on_disk["metrics"]["test_size"] == 500 and 0 <= on_disk["metrics"]["test_accuracy"] <= 1
@@ -63,6 +74,24 @@ def test_export_run_writes_a_complete_manifest(tmp_path):
     reloaded = export.load_exported(directory)
     original = create_model("cam_net")
     assert sum(p.numel() for p in reloaded.parameters()) == sum(p.numel() for p in original.parameters())
+
+
+def test_a_fresh_export_is_served_through_the_repository(tiny_export, settings, placed_test):
+    """Training's contract is the service's: the new model loads, verifies and answers exactly what its
+    graph gives for the service's own preprocessing of the image."""
+    models, manifest = tiny_export
+    image = placed_test.images[7]
+    expected = evaluate.logits(evaluate.session(models / "tiny_cam" / "3" / "model.onnx"),
+                               evaluate.served_inputs(image[None], manifest))[0]
+    with TestClient(create_app(settings.model_copy(update={"model_dir": models, "default_model": "tiny_cam"}))) as client:
+        assert client.get("/readyz").json()["ready"] is True
+        info = client.get("/models/tiny_cam").json()
+        assert info["status"] == "ready" and info["version"] == "3" and info["heatmap_methods"] == ["cam", "gradcam"]
+        body = client.post("/predict?top_k=10", files=upload(encode(image))).json()
+        probabilities = np.exp(expected - expected.max()) / np.exp(expected - expected.max()).sum()
+        assert [p["index"] for p in body["predictions"]] == list(np.argsort(-probabilities, kind="stable"))
+        np.testing.assert_allclose([p["probability"] for p in body["predictions"]], np.sort(probabilities)[::-1], atol=1e-6)
+        assert client.post("/models/tiny_cam/cam", files=upload(encode(image))).json()["method"] == "cam"
 
 
 def test_parity_failure_fails_loudly():

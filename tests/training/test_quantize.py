@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from tests.conftest import MODELS
+from service.manifest import Manifest
+from tests.helpers import MODELS
 from training import quantize
 from training.export import stored_parameter_count
 
@@ -21,16 +22,16 @@ def repository(tmp_path):
 def test_quantize_writes_an_int8_version_beside_the_float_one(repository):
     manifest = quantize.quantize_version(repository, "lenet5", source="1", version="2")
     directory = repository / "lenet5" / "2"
-    assert json.loads((directory / "manifest.json").read_text()) == json.loads(json.dumps(manifest))
-    assert manifest["precision"] == "int8" and manifest["version"] == "2"
+    assert Manifest.model_validate_json((directory / "manifest.json").read_text()) == manifest
+    assert manifest.precision == "int8" and manifest.version == "2"
     assert stored_parameter_count(directory / "model.onnx") == 61_706  # int8 weights + int32 biases
-    source = json.loads((MODELS / "lenet5" / "1" / "manifest.json").read_text())
-    assert manifest["metrics"]["test_accuracy"] >= source["metrics"]["test_accuracy"] - quantize.MAX_ACCURACY_DROP
-    assert manifest["export"]["quantization"]["source_version"] == "1"
+    source = Manifest.model_validate_json((MODELS / "lenet5" / "1" / "manifest.json").read_text())
+    assert manifest.metrics.test_accuracy >= source.metrics.test_accuracy - quantize.MAX_ACCURACY_DROP
+    assert manifest.export.quantization is not None and manifest.export.quantization.source_version == "1"
     assert (directory / "model.onnx").stat().st_size < (MODELS / "lenet5" / "1" / "model.onnx").stat().st_size / 2
     assert json.loads((repository / "lenet5" / "config.json").read_text()) == {"default_version": "1"}
     # The float head's gradient graph is shared with version 1, not copied.
-    assert manifest["heatmaps"]["gradcam_graph"]["file"] == "../1/gradcam.onnx" and not (directory / "gradcam.onnx").exists()
+    assert manifest.heatmaps.gradcam_graph.file == "../1/gradcam.onnx" and not (directory / "gradcam.onnx").exists()
 
 
 def test_too_large_an_accuracy_drop_ships_nothing(repository, monkeypatch):

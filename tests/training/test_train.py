@@ -7,14 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from training.architectures import create_model
-from training.data import mnist_digits
+from training.data import PREPROCESSING, mnist_digits
 from training.train import TrainConfig, cam_box_loss, to_input, train
 
 
 def test_one_epoch_on_a_slice_lowers_the_loss(tmp_path):
     config = TrainConfig("mnist_cnn_a", "mnist", epochs=1, batch_size=32, limit=640, augment=False, threads=2)
     data = mnist_digits("val")
-    x, y = to_input(data.images, create_model("mnist_cnn_a").input_spec), torch.from_numpy(data.labels)
+    x, y = to_input(data.images, PREPROCESSING["mnist"], create_model("mnist_cnn_a").input_spec), torch.from_numpy(data.labels)
     torch.manual_seed(config.seed)
     untrained = create_model("mnist_cnn_a").eval()
     with torch.no_grad():
@@ -33,7 +33,7 @@ def test_one_epoch_on_a_slice_lowers_the_loss(tmp_path):
 
 
 def test_to_input_pads_28_to_32_like_lenet():
-    x = to_input(mnist_digits("test").images[:2], create_model("lenet5").input_spec)
+    x = to_input(mnist_digits("test").images[:2], PREPROCESSING["mnist"], create_model("lenet5").input_spec)
     assert x.shape == (2, 1, 32, 32) and x.max() <= 1
     assert x[:, :, :2].abs().sum() == 0 and x[:, :, :, -2:].abs().sum() == 0
 

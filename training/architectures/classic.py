@@ -1,4 +1,7 @@
-"""The networks the material gives layer by layer: LeNet-5 and the two MNIST CNNs (SEEDS.md)."""
+"""The networks the course material gives layer by layer: LeNet-5 (LeCun et al. 1998: 32×32×1 input, two
+5×5 conv / average-pool stages, 120 → 84 → 10, tanh, 61,706 parameters) and the material's two MNIST CNNs
+(A: conv 5×5×32, pool, conv 5×5×64, pool, dense 64, 118,346 parameters; B: conv 3×3×32, conv 3×3×64,
+pool, dropout, dense 128, 1,199,882 parameters)."""
 
 from torch import nn
 

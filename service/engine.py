@@ -1,0 +1,177 @@
+"""The server's side of inference.
+
+A :class:`RemoteModel` per model version offers the worker-side model's verbs (classify, infer, explain:
+MLServer's ``ParallelModel``) and sends each to an inference worker; the :class:`Engine` holds them and
+the two worker lanes:
+
+- **ordinary** workers (``inference_workers``, two jobs each in flight): dynamically batched uploads and
+  tensors (one batcher per version), and heatmaps of light images;
+- **heavy** workers (``heavy_workers``, one job each, at low CPU priority): every upload that is costly to
+  decode (over ``light_pixels`` decoded or ``light_bytes`` encoded). An ordinary worker reads only such an
+  upload's header and answers Deferred; the upload is then sent here, behind its own bounded queue (``max_heavy_queue``), so a
+  request, however large, holds up the ordinary ones for no longer than a header read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .admission import Admission
+from .batching import MicroBatcher
+from .errors import InvalidParameter, ProblemError
+from .metrics import Metrics
+from .repository import ModelRepository, ModelVersion
+from .settings import Settings
+from .worker.pool import WorkerPool
+from .worker.protocol import (Classified, Classify, Deferred, Explain, Explained, HeatmapFormat, Reply, TensorRows,
+                              Upload, UploadRow)
+
+ItemRows = tuple[Classified, UploadRow | TensorRows]  # a batch's reply and one item's place in it
+_INDEX = re.compile(r"[0-9]{1,6}")
+
+
+@dataclass(frozen=True)
+class Classification:
+    probabilities: np.ndarray
+    top: list[tuple[int, float]]
+    inverted: bool
+    timings_ms: dict[str, float]
+
+
+def parse_class(labels: list[str], requested: str | None) -> int | None:
+    """``class`` as a label or an index; None (absent) means the top-1 class."""
+    if requested is None or requested == "":
+        return None
+    if requested in labels:
+        return labels.index(requested)
+    if _INDEX.fullmatch(requested) and int(requested) < len(labels):
+        return int(requested)
+    shown = requested if len(requested) <= 40 else requested[:40] + "…"
+    raise InvalidParameter(f"class must be an index from 0 to {len(labels) - 1} or one of the labels {labels}; got {shown!r}")
+
+
+class RemoteModel:
+    def __init__(self, entry: ModelVersion, engine: Engine) -> None:
+        self.entry = entry
+        self.engine = engine
+        s = engine.settings
+        self._batcher: MicroBatcher[Upload | np.ndarray, ItemRows | Deferred] = MicroBatcher(
+            f"{entry.name}/{entry.version}", self._dispatch, max_batch_size=s.max_batch_size,
+            max_queue_delay_ms=s.max_queue_delay_ms, max_queue=s.max_queue, collectors=engine.ordinary.count * engine.ordinary.slots)
+
+    async def _dispatch(self, items: list[Upload | np.ndarray]) -> list[ItemRows | Deferred | BaseException]:
+        reply = await self.engine.ordinary.call(Classify(self.entry.key, tuple(items), light_only=True))
+        if isinstance(reply, ProblemError):
+            raise reply
+        assert isinstance(reply, Classified)
+        self._observe(reply)
+        return [result if isinstance(result, (ProblemError, Deferred)) else (reply, result) for result in reply.items]
+
+    def _observe(self, reply: Classified) -> None:
+        if len(reply.logits):
+            self.engine.metrics.observe_run(self.entry.name, "model", len(reply.logits), reply.run_s)
+
+    async def _heavy(self, job: Classify | Explain) -> Reply:
+        async with self.engine.heavy_admission.slot():
+            reply = await self.engine.heavy.call(job)
+        if isinstance(reply, ProblemError):
+            raise reply
+        return reply
+
+    async def _rows(self, item: Upload | np.ndarray, rows: int = 1) -> ItemRows:
+        outcome = await self._batcher.submit(item, rows)
+        if not isinstance(outcome, Deferred):
+            return outcome
+        reply = await self._heavy(Classify(self.entry.key, (item,), light_only=False))
+        assert isinstance(reply, Classified)
+        self._observe(reply)
+        (result,) = reply.items
+        if isinstance(result, ProblemError):
+            raise result
+        assert not isinstance(result, Deferred)  # heavy jobs defer nothing
+        return reply, result
+
+    async def classify(self, upload: Upload, k: int) -> Classification:
+        started = time.perf_counter()
+        reply, place = await self._rows(upload)
+        assert isinstance(place, UploadRow)
+        probabilities = reply.probabilities[place.row]
+        top = [(int(i), float(probabilities[i])) for i in reply.ranking[place.row, :k]]
+        timings = {"decode_ms": place.decode_s, "preprocess_ms": place.preprocess_s, "inference_ms": reply.run_s,
+                   "total_ms": time.perf_counter() - started}
+        return Classification(probabilities, top, place.inverted, {name: round(s * 1e3, 3) for name, s in timings.items()})
+
+    async def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """N×C×H×W model input → (logits, features), batched with whatever else is queued for the version."""
+        reply, place = await self._rows(batch, rows=len(batch))
+        assert isinstance(place, TensorRows) and reply.features is not None
+        part = slice(place.start, place.stop)
+        return reply.logits[part], reply.features[part]
+
+    def check_explain(self, class_ref: str | None, method: str | None) -> tuple[int | None, str]:
+        """``class`` and ``method`` resolved, or a 422 before any model runs."""
+        methods = self.entry.methods
+        if method is not None and method not in methods:
+            raise InvalidParameter(f"model {self.entry.name} supports the heatmap methods {', '.join(methods)} "
+                                   f"(CAM needs a global-average-pooling head); got {method!r}")
+        return parse_class(self.entry.manifest.labels, class_ref), method or methods[0]
+
+    async def explain(self, upload: Upload, class_index: int | None, method: str, format: HeatmapFormat,
+                      opacity: float) -> Explained:
+        """A heatmap (``class_index`` and ``method`` from check_explain), computed and encoded in a worker in
+        one round trip."""
+        job = Explain(self.entry.key, upload, class_index, method, format, opacity, light_only=True)
+        async with self.engine.explain_admission.slot():
+            reply = await self.engine.ordinary.call(job)
+        if isinstance(reply, Deferred):
+            reply = await self._heavy(replace(job, light_only=False))
+        if isinstance(reply, ProblemError):
+            raise reply
+        assert isinstance(reply, Explained)
+        self.engine.metrics.observe_run(self.entry.name, "explain", 1, sum(reply.timings.values()))
+        return reply
+
+    async def close(self) -> None:
+        await self._batcher.close()
+
+
+class Engine:
+    def __init__(self, settings: Settings, metrics: Metrics, repository: ModelRepository) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.repository = repository
+        self.ordinary = WorkerPool("ordinary", settings, settings.inference_workers, slots=2, on_started=repository.record)
+        self.heavy = WorkerPool("heavy", settings, settings.heavy_workers, slots=1, heavy=True, on_started=repository.record)
+        self.explain_admission = Admission("heatmap", settings.inference_workers * 2, settings.max_queue)
+        self.heavy_admission = Admission("large-image", settings.heavy_workers, settings.max_heavy_queue)
+        self._models: dict[tuple[str, str], RemoteModel] = {}
+
+    @property
+    def lanes(self) -> tuple[WorkerPool, WorkerPool]:
+        return self.ordinary, self.heavy
+
+    async def start(self) -> None:
+        """Both lanes' workers, each having loaded and warmed every verified version."""
+        versions = self.repository.verified()
+        for report in await asyncio.gather(*(lane.start(versions) for lane in self.lanes)):
+            self.repository.record(report)
+        for entry in self.repository.all_versions():
+            if entry.providers:
+                self.metrics.record_provider(entry.name, entry.version, entry.providers[0], self.settings.providers,
+                                             entry.fallback is not None)
+
+    def model(self, name: str, version: str | None) -> RemoteModel:
+        """The servable version a request names (ModelNotFound lists what there is)."""
+        entry = self.repository.get(name, version)
+        if entry.key not in self._models:
+            self._models[entry.key] = RemoteModel(entry, self)
+        return self._models[entry.key]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(model.close() for model in self._models.values()))
+        await asyncio.gather(*(lane.close() for lane in self.lanes))

@@ -1,0 +1,90 @@
+"""An inference worker process: load the model versions it is given, then answer jobs, in order, until
+the server goes away. pool.py starts it as ``python -c "from service.worker.main import serve; serve(fd)"``."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import socket
+
+from PIL import Image
+
+from ..errors import InternalError, ProblemError, ServiceUnavailable
+from ..logs import configure_logging
+from ..preprocessing import decode, open_image
+from .model import WorkerModel
+from .protocol import Classify, Explain, Key, Loaded, Reply, Start, Started, frame, read_message
+from .runtime import CUDA, ProviderUnavailable, RunFailed
+
+log = logging.getLogger("service.worker")
+HEAVY_NICENESS = 10  # a heavy worker gets the CPU the ordinary work leaves (about a tenth when both are busy)
+
+
+def load(start: Start) -> tuple[dict[Key, WorkerModel], Started]:
+    """Every version that loads, warmed up; the report says per version which providers ONNX Runtime
+    gave it, or why it failed (a broken model never takes the others down)."""
+    models: dict[Key, WorkerModel] = {}
+    outcomes: dict[Key, Loaded | str] = {}
+    for key, version in start.versions.items():
+        try:
+            model = WorkerModel.load(version, start.settings, start.heavy)
+        except (ValueError, ProviderUnavailable) as exc:  # our own checks: the message says it all
+            outcomes[key] = str(exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - reported, and the version is marked failed
+            log.error("%s/%s could not be loaded: %s", *key, exc)
+            outcomes[key] = f"ONNX Runtime could not load it: {str(exc).strip().splitlines()[0]}"
+            continue
+        models[key] = model
+        outcomes[key] = Loaded(model.sessions.providers, model.sessions.fallback)
+    return models, Started(outcomes)
+
+
+def _warm_up_decoding() -> None:
+    """The first decode imports Pillow's format plugins (~10 ms): before the first request, not in it."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    decode(open_image(buffer.getvalue(), 1), 1)
+
+
+def handle(models: dict[Key, WorkerModel], job: Classify | Explain) -> tuple[Reply, bool]:
+    """The job's reply, and whether this worker must be replaced after sending it (a GPU that failed a
+    run may have lost its context: a fresh process gets a fresh one)."""
+    model = models.get(job.key)
+    if model is None:
+        return ServiceUnavailable(f"model {job.key[0]}/{job.key[1]} is not loaded in this worker; retry later"), False
+    try:
+        return (model.classify(job) if isinstance(job, Classify) else model.explain(job)), False
+    except ProblemError as exc:
+        return exc, False
+    except RunFailed as exc:
+        log.error("%s/%s: %s", *job.key, exc)
+        return ServiceUnavailable(f"{exc}; retry"), model.sessions.providers[0] == CUDA
+    except Exception as exc:  # noqa: BLE001 - one line here; the job's caller gets a 500 problem, the worker lives on
+        log.error("%s/%s: %s: %s", *job.key, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return InternalError("the inference worker failed this request; it has been logged"), False
+
+
+def serve(fd: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group; the server stops us
+    logging.getLogger("python_multipart").setLevel(logging.CRITICAL)  # its parse errors go back to the client as 422
+    with socket.socket(fileno=fd) as sock, sock.makefile("rb") as incoming:
+        start = read_message(incoming)
+        if not isinstance(start, Start):
+            return
+        configure_logging(start.settings.log_level)
+        if start.heavy:
+            os.nice(HEAVY_NICENESS)
+        models, report = load(start)
+        _warm_up_decoding()
+        try:
+            sock.sendall(frame(report))
+            while isinstance(job := read_message(incoming), (Classify, Explain)):
+                reply, replace_me = handle(models, job)
+                sock.sendall(frame(reply))
+                if replace_me:
+                    return
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the server went away mid-answer

@@ -1,0 +1,162 @@
+"""One model version inside an inference worker, in the stages of KServe's ``Model``: load, preprocess
+(form → decoded image → input tensor), predict (one ONNX Runtime run per batch), postprocess (softmax,
+ranking) and explain (a heatmap, encoded for the answer), each stage timed."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InvalidImage, ProblemError
+from ..manifest import Manifest
+from ..postprocessing import ranking, softmax
+from ..preprocessing import Prepared, decode, open_image, plan_decode, prepare
+from ..settings import Settings
+from ..uploads import image_from_form
+from . import explain
+from .protocol import (Classified, Classify, Deferred, Explain, Explained, HeatmapArrays, HeatmapPicture, TensorRows,
+                       Upload, UploadRow, Version)
+from .runtime import Sessions
+
+
+class PreparedUpload(NamedTuple):
+    prepared: Prepared
+    source_size: tuple[int, int]  # width, height of the uploaded image, before any reduction
+    decode_s: float               # the form parse included
+    preprocess_s: float
+
+
+def read_verified(directory: Path, file: str, manifest: Manifest) -> bytes:
+    """A file the manifest lists, read once and checked against its sha256: what is checked is what is loaded."""
+    entry = manifest.files.get(file)
+    if entry is None:
+        raise ValueError(f"{file} is not listed in the manifest's files")
+    data = (directory / file).read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise ValueError(f"{file} does not match the sha256 in its manifest")
+    return data
+
+
+class WorkerModel:
+    def __init__(self, manifest: Manifest, sessions: Sessions, settings: Settings) -> None:
+        self.manifest = manifest
+        self.sessions = sessions
+        self.settings = settings
+        cam = manifest.heatmaps.cam
+        self._cam_weights = None if cam is None else np.asarray(cam.weights, np.float32)
+
+    @classmethod
+    def load(cls, version: Version, settings: Settings, heavy: bool) -> "WorkerModel":
+        """Verified sessions for the version, every batch shape it will see already run once."""
+        manifest = version.manifest
+        model_file, gradient_file = manifest.graph_files
+        sessions = Sessions.load(read_verified(version.directory, model_file, manifest),
+                                 read_verified(version.directory, gradient_file, manifest), settings, heavy)
+        sessions.warm_up(tuple(manifest.input.shape[1:]), len(manifest.labels))
+        return cls(manifest, sessions, settings)
+
+    # What explain's weights functions use (explain.Head).
+    @property
+    def classes(self) -> int:
+        return len(self.manifest.labels)
+
+    @property
+    def cam_weights(self) -> np.ndarray | None:
+        return self._cam_weights
+
+    def head_gradient(self, features: np.ndarray, seed: np.ndarray) -> np.ndarray:
+        return self.sessions.head_gradient(features, seed)
+
+    def prepare(self, upload: Upload, light_only: bool, longest: int) -> PreparedUpload | Deferred:
+        """The upload as model input (its image decoded at most ``longest`` px a side); with ``light_only``,
+        Deferred when it is costly to decode (light_pixels, light_bytes). Whatever fails in here is the
+        upload's own 422: its bytes are the only input."""
+        started = time.perf_counter()
+        s = self.settings
+        try:
+            data = image_from_form(upload.content_type, upload.body)
+            image = open_image(data, s.max_image_pixels)
+            size = image.size
+            pixels = plan_decode(image, longest)
+            if light_only and (pixels > s.light_pixels or len(data) > s.light_bytes):
+                return Deferred(pixels, len(data))
+            decoded = decode(image, longest)
+            ready = time.perf_counter()
+            prepared = prepare(decoded, self.manifest)
+        except ProblemError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a decoder's or parser's surprise, caused by these bytes alone
+            raise InvalidImage(f"the upload could not be read as an image: {type(exc).__name__}: {exc}") from None
+        return PreparedUpload(prepared, size, ready - started, time.perf_counter() - ready)
+
+    def classify(self, job: Classify) -> Classified:
+        """Prepare every item, one run for all that prepared. An item that fails gets its own error; the
+        rest of the batch still runs."""
+        results: list[UploadRow | TensorRows | Deferred | ProblemError] = []
+        inputs: list[np.ndarray] = []
+        rows = 0
+        for item in job.items:
+            if isinstance(item, np.ndarray):
+                tensor, result = item, TensorRows(rows, rows + len(item))
+            else:
+                try:
+                    upload = self.prepare(item, job.light_only, self.settings.working_max_side)
+                except ProblemError as exc:
+                    results.append(exc)
+                    continue
+                if isinstance(upload, Deferred):
+                    results.append(upload)
+                    continue
+                tensor = upload.prepared.batch
+                result = UploadRow(rows, upload.prepared.inverted, upload.decode_s, upload.preprocess_s)
+            results.append(result)
+            inputs.append(tensor)
+            rows += len(tensor)
+        if not inputs:
+            empty = np.empty((0, self.classes), np.float32)
+            return Classified(results, empty, empty, np.empty((0, self.classes), np.int64), None, 0.0)
+        started = time.perf_counter()
+        logits, features = self.sessions.classify(inputs[0] if len(inputs) == 1 else np.concatenate(inputs))
+        run_s = time.perf_counter() - started
+        probabilities = softmax(logits)
+        wants_features = any(isinstance(result, TensorRows) for result in results)
+        return Classified(results, logits, probabilities, ranking(probabilities), features if wants_features else None, run_s)
+
+    def explain(self, job: Explain) -> Explained | Deferred:
+        """One heatmap in one go: prepare, run, weigh the maps, and encode what the format needs."""
+        longest = self.settings.working_max_side if job.format == "json" else self.settings.overlay_max_side
+        upload = self.prepare(job.upload, job.light_only, longest)
+        if isinstance(upload, Deferred):
+            return upload
+        prepared = upload.prepared
+        timings = {"decode": upload.decode_s, "preprocess": upload.preprocess_s}
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage], clock = now - clock, now
+
+        logits, features = self.sessions.classify(prepared.batch)
+        probabilities = softmax(logits)[0]
+        lap("run")
+        index = int(probabilities.argmax()) if job.class_index is None else job.class_index
+        feature_map = explain.heatmap(self, job.method, features[0], index)
+        spec = self.manifest.input
+        input_map = explain.upsample(feature_map, spec.width, spec.height)
+        lap("heatmap")
+        heatmap: HeatmapArrays | HeatmapPicture
+        if job.format == "json":
+            heatmap = HeatmapArrays(feature_map, input_map)
+        else:
+            on_image = explain.to_image_space(input_map, prepared.image.size, prepared.scale, prepared.offset)
+            picture = (explain.overlay(prepared.image, on_image, job.opacity) if job.format == "overlay"
+                       else Image.fromarray(explain.colormap(on_image)))
+            heatmap = HeatmapPicture(explain.png(picture), picture.size, upload.source_size)
+            lap("encode")
+        return Explained(index, probabilities, heatmap, timings)

@@ -1,0 +1,156 @@
+"""The messages between the server process and its inference workers, imported by both sides.
+
+Each message is an 8-byte length and a pickle (both ends run this very package). A worker answers its
+jobs in the order they came. The jobs:
+
+- :class:`Start` → :class:`Started`: load these model versions (once, at the worker's start).
+- :class:`Classify` → :class:`Classified`: one batch of uploads and / or ready tensors for one version.
+- :class:`Explain` → :class:`Explained`: one heatmap, computed and encoded entirely in the worker.
+
+In a job marked ``light_only`` (what ordinary workers get), an upload that is costly to decode — more than
+``light_pixels`` decoded or ``light_bytes`` encoded — is not decoded: its answer is :class:`Deferred`, and
+the server sends it on to a heavy worker. A request's own error (a broken image, a
+bad form) comes back as its :class:`~service.errors.ProblemError`; so does a job that fails as a whole.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import numpy as np
+
+from ..errors import ProblemError
+from ..manifest import Manifest
+from ..settings import Settings
+
+Key = tuple[str, str]  # (model name, version)
+HeatmapFormat = Literal["json", "png", "overlay"]
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A request body holding an image as the multipart form field ``file``."""
+
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """A model version the server has read and verified; the worker checks the files' hashes again as it loads them."""
+
+    directory: Path
+    manifest: Manifest
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    settings: Settings
+    versions: dict[Key, Version]
+    heavy: bool  # a heavy worker: low CPU priority, no memory arena kept between runs, batch-1 warm-up
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    providers: list[str]        # what ONNX Runtime assigned, in priority order
+    fallback: str | None = None  # providers=auto: why CUDA was not used
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    versions: dict[Key, Loaded | str]  # str: why the version could not be loaded
+
+
+@dataclass(frozen=True, slots=True)
+class Classify:
+    key: Key
+    items: tuple[Upload | np.ndarray, ...]  # an upload, or a ready N×C×H×W float32 tensor
+    light_only: bool  # defer uploads over light_pixels / light_bytes (see the module docstring)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRow:
+    row: int
+    inverted: bool  # the image was inverted to MNIST's light-on-dark
+    decode_s: float  # the form parse included
+    preprocess_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRows:
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    pixels: int  # what decoding this upload would produce
+    bytes: int   # its encoded size
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """A batch's outputs as whole arrays (a handful cross the socket per batch, not per request) and each
+    item's place in them, or why it has none."""
+
+    items: list[UploadRow | TensorRows | Deferred | ProblemError]
+    logits: np.ndarray          # rows × classes
+    probabilities: np.ndarray   # rows × classes
+    ranking: np.ndarray         # rows × classes: class indices, most probable first
+    features: np.ndarray | None  # rows × maps × h × w, sent only when a tensor item is in the batch
+    run_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Explain:
+    key: Key
+    upload: Upload
+    class_index: int | None  # None: the top-1 class
+    method: str              # a name in service.worker.explain.METHODS, checked by the server
+    format: HeatmapFormat
+    opacity: float
+    light_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HeatmapArrays:
+    feature_map: np.ndarray  # h×w in [0, 1], feature-map resolution
+    input_map: np.ndarray    # H×W in [0, 1], the model's input resolution
+
+
+@dataclass(frozen=True, slots=True)
+class HeatmapPicture:
+    png: bytes
+    size: tuple[int, int]         # width, height of the picture
+    source_size: tuple[int, int]  # width, height of the uploaded image (the picture is smaller when it was large)
+
+
+@dataclass(frozen=True, slots=True)
+class Explained:
+    class_index: int
+    probabilities: np.ndarray  # classes
+    heatmap: HeatmapArrays | HeatmapPicture
+    timings: dict[str, float]  # seconds per stage
+
+
+Job = Start | Classify | Explain
+Reply = Started | Classified | Explained | Deferred | ProblemError
+
+HEADER = struct.Struct("!Q")
+
+
+def frame(message: object) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(data)) + data
+
+
+def read_message(stream: BinaryIO) -> object | None:
+    """The next message from a blocking stream; None when the other side has gone."""
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    return pickle.loads(stream.read(HEADER.unpack(header)[0]))

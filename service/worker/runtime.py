@@ -1,0 +1,189 @@
+"""ONNX Runtime inside a worker: the execution providers and their options (built here, in one place),
+session options, one model version's two sessions, warm-up, and padding batches to fixed shapes.
+
+Provider policy (``CNNSERVE_PROVIDERS``): ``cpu``; ``cuda`` means CUDA or the version is not loaded,
+with the reason (ONNX Runtime's own fallback to the CPU is switched off); ``auto`` tries CUDA when this
+ONNX Runtime build has it and falls back to the CPU with a warning and a recorded reason.
+
+On CUDA every run is padded up to a bucket size (``batch_buckets``) and every bucket of both graphs is
+run once before the worker reports ready, so cuDNN never meets a new shape while serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import onnxruntime as ort
+
+from ..settings import Settings
+
+log = logging.getLogger("service.worker.runtime")
+
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+class ProviderUnavailable(RuntimeError):
+    """``providers=cuda`` and CUDA cannot be had: the version is not served."""
+
+
+class RunFailed(RuntimeError):
+    """ONNX Runtime failed a run of valid input (a GPU error, say): the job fails with 503."""
+
+
+def cuda_options(settings: Settings) -> dict[str, str]:
+    """The CUDA execution provider's options (ONNX Runtime's names), from settings."""
+    options = {
+        "device_id": str(settings.cuda_device_id),
+        "cudnn_conv_algo_search": settings.cuda_conv_algo_search,
+        "use_tf32": "1" if settings.cuda_tf32 else "0",
+        "arena_extend_strategy": settings.cuda_arena_strategy,
+    }
+    if settings.cuda_mem_limit_mb:
+        options["gpu_mem_limit"] = str(settings.cuda_mem_limit_mb * 1024 * 1024)
+    return options
+
+
+def provider_chain(settings: Settings, available: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """What to ask ONNX Runtime for, in priority order, each with its options."""
+    if settings.providers == "cpu" or (settings.providers == "auto" and CUDA not in available):
+        return [(CPU, {})]
+    if CUDA not in available:
+        raise ProviderUnavailable(f"CNNSERVE_PROVIDERS=cuda, but this ONNX Runtime build has no CUDA provider "
+                                  f"(it has {', '.join(available)}): install onnxruntime-gpu, or set providers to auto or cpu")
+    return [(CUDA, cuda_options(settings)), (CPU, {})]
+
+
+_shared_arena = False
+
+
+def _share_cpu_arena() -> None:
+    """One CPU memory arena for every session in this process, instead of one each: a worker's memory is
+    then what its largest model needs, not the sum over every version (measured: 264 → 128 MB)."""
+    global _shared_arena
+    if not _shared_arena:
+        memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
+        _shared_arena = True
+
+
+def session_options(settings: Settings, heavy: bool = False) -> ort.SessionOptions:
+    """Thread counts, optimisation level and memory: heavy workers keep no arena between their rare runs."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: a failed provider is reported by us, with its reason
+    if heavy:
+        options.enable_cpu_mem_arena = False
+    else:
+        _share_cpu_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
+    return options
+
+
+@contextmanager
+def as_file(data: bytes) -> Iterator[str]:
+    """Verified bytes as a path ONNX Runtime can open: an anonymous in-memory file, gone once loaded. (Given
+    bytes, ONNX Runtime's Python API keeps a second copy for the session's whole life: +45 MB a worker.)"""
+    fd = os.memfd_create("onnx-model", os.MFD_CLOEXEC)
+    try:
+        with open(fd, "wb", closefd=False) as file:
+            file.write(data)
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
+def open_session(model: bytes, settings: Settings, options: ort.SessionOptions,
+                 providers: list[tuple[str, dict[str, str]]] | None = None) -> tuple[ort.InferenceSession, str | None]:
+    """A session under the provider policy, and (auto) why CUDA was not used, if it was tried."""
+    chain = providers or provider_chain(settings, ort.get_available_providers())
+    names, provider_options = [name for name, _ in chain], [opts for _, opts in chain]
+    with as_file(model) as path:
+        try:
+            session = ort.InferenceSession(path, options, providers=names, provider_options=provider_options, enable_fallback=0)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises RuntimeError subclasses of its own
+            if names[0] != CUDA:
+                raise
+            reason = f"CUDA could not start: {str(exc).strip().splitlines()[0]}"
+            if settings.providers == "cuda":
+                raise ProviderUnavailable(reason) from None
+            return ort.InferenceSession(path, options, providers=[CPU], enable_fallback=0), reason
+    if names[0] == CUDA and session.get_providers()[0] != CUDA:
+        reason = f"ONNX Runtime assigned {session.get_providers()} instead of CUDA"
+        if settings.providers == "cuda":
+            raise ProviderUnavailable(reason)
+        return session, reason
+    return session, None
+
+
+def bucket(rows: int, buckets: list[int]) -> int:
+    """The smallest bucket that holds ``rows`` (the settings make the last bucket max_batch_size)."""
+    return next((size for size in buckets if size >= rows), rows)
+
+
+def pad(batch: np.ndarray, rows: int) -> np.ndarray:
+    """``batch`` with zero rows appended up to ``rows``."""
+    if len(batch) == rows:
+        return batch
+    padded = np.zeros((rows, *batch.shape[1:]), batch.dtype)
+    padded[:len(batch)] = batch
+    return padded
+
+
+@dataclass
+class Sessions:
+    """The classifier graph (input → logits, features) and the Grad-CAM head-gradient graph."""
+
+    model: ort.InferenceSession
+    gradient: ort.InferenceSession
+    buckets: list[int] | None  # pad every run up to one of these sizes; None: run batches as they come
+    fallback: str | None = None
+
+    @property
+    def providers(self) -> list[str]:
+        return self.model.get_providers()
+
+    @classmethod
+    def load(cls, model: bytes, gradient: bytes, settings: Settings, heavy: bool = False) -> "Sessions":
+        options = session_options(settings, heavy)
+        classifier, fallback = open_session(model, settings, options)
+        # The gradient graph goes where the classifier went (its features come from there).
+        head, _ = open_session(gradient, settings, options, None if fallback is None else [(CPU, {})])
+        on_cuda = classifier.get_providers()[0] == CUDA
+        padded = settings.pad_batches == "always" or (settings.pad_batches == "auto" and on_cuda)
+        if fallback:
+            log.warning("providers=auto: %s; this version runs on the CPU", fallback)
+        buckets = ([1] if heavy else list(settings.batch_buckets)) if padded else None  # heavy jobs are single images
+        return cls(classifier, head, buckets, fallback)
+
+    def _run(self, session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        rows = len(next(iter(feed.values())))
+        if self.buckets is not None:
+            size = bucket(rows, self.buckets)
+            feed = {name: pad(value, size) for name, value in feed.items()}
+        try:
+            outputs = session.run(None, feed)
+        except Exception as exc:  # noqa: BLE001 - whatever the provider raised: this run's failure, reported as 503
+            raise RunFailed(f"{session.get_providers()[0]} failed the run: {str(exc).strip().splitlines()[0]}") from None
+        return [output[:rows] for output in outputs]  # padding rows are dropped
+
+    def classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, features = self._run(self.model, {"input": batch})
+        return logits, features
+
+    def head_gradient(self, features: np.ndarray, seed: np.ndarray) -> np.ndarray:
+        (grad,) = self._run(self.gradient, {"features": features, "seed": seed})
+        return grad
+
+    def warm_up(self, input_shape: tuple[int, ...], classes: int) -> None:
+        """One run of each graph at every batch size it will see, before the first request."""
+        for rows in self.buckets or [1]:
+            _, features = self.classify(np.zeros((rows, *input_shape), np.float32))
+            self.head_gradient(features, np.eye(classes, dtype=np.float32)[np.arange(rows) % classes])

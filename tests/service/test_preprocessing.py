@@ -1,0 +1,107 @@
+"""Decoding and preprocessing: the inversion rule and MNIST centring, transparency, the letterbox fit,
+reduced-scale decoding of large images, and normalisation shared with training."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.errors import InvalidImage, PayloadTooLarge, UnsupportedImage
+from service.manifest import Manifest
+from service.preprocessing import KINDS, decode, normalise, open_image, plan_decode, prepare
+from tests.helpers import encode, manifest, png_chunk, png_declaring
+
+
+def load(data: bytes, longest: int = 4096) -> Image.Image:
+    return decode(open_image(data, 10**8), longest)
+
+
+def _png(pixels: np.ndarray, mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_inversion_rule_and_mnist_centring():
+    lenet = Manifest.model_validate(manifest("lenet5"))
+    page = np.full((120, 200), 250, np.uint8)
+    page[10:40, 150:160] = 20  # a dark stroke near the top-right corner of a white page
+    prepared = prepare(load(_png(page)), lenet)
+    assert prepared.inverted
+    x = prepared.batch[0, 0]
+    assert x.shape == (32, 32) and x[:2].max() == 0  # LeNet's 2-pixel zero border
+    ys, xs = np.nonzero(x > 0.2)
+    assert ys.max() - ys.min() + 1 in (19, 20, 21)  # longest side scaled to 20 px
+    weights = x / x.sum()
+    com = (weights.sum(1) @ np.arange(32), weights.sum(0) @ np.arange(32))
+    assert abs(com[0] - 15.5) < 1 and abs(com[1] - 15.5) < 1  # centred by mass (28-px centre + 2 pad)
+    # The affine map sends the stroke's centre in the page to where it landed in the input.
+    sx, sy = prepared.scale
+    ox, oy = prepared.offset
+    assert abs((155 * sx + ox) - com[1]) < 1.5 and abs((25 * sy + oy) - com[0]) < 1.5
+
+    dark = 255 - page
+    assert not prepare(load(_png(dark)), lenet).inverted
+
+
+def test_transparent_drawing_is_put_on_white():
+    lenet = Manifest.model_validate(manifest("lenet5"))
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[20:44, 30:34] = (0, 0, 0, 255)  # black ink on a transparent canvas
+    prepared = prepare(load(_png(rgba, "RGBA")), lenet)
+    assert prepared.inverted and prepared.batch.max() > 0.9
+
+
+def test_letterbox_keeps_aspect_and_pads_with_the_border_colour():
+    cam_net = Manifest.model_validate(manifest("cam_net"))
+    wide = np.zeros((50, 200, 3), np.uint8)
+    wide[...] = (10, 200, 30)
+    prepared = prepare(load(_png(wide)), cam_net)
+    x = prepared.batch[0]
+    assert x.shape == (3, 64, 64)
+    np.testing.assert_allclose(x[:, 0, 0], np.array([10, 200, 30]) / 255, atol=1e-6)  # padding = border colour
+    assert prepared.scale == (64 / 200, 16 / 50) and prepared.offset == (0.0, 24.0)
+
+
+def test_every_shipped_kind_is_known_and_an_unknown_one_is_refused():
+    data = manifest("lenet5")
+    assert {Manifest.model_validate(manifest(name)).preprocessing.kind for name in ("lenet5", "cam_net")} <= set(KINDS)
+    data["preprocessing"]["kind"] = "sepia"
+    with pytest.raises(ValueError, match="unknown preprocessing kind 'sepia'"):
+        Manifest.model_validate(data)
+
+
+def test_normalise_places_and_scales_like_training():
+    lenet = Manifest.model_validate(manifest("lenet5"))
+    pixels = np.arange(2 * 28 * 28, dtype=np.uint32).reshape(2, 1, 28, 28).astype(np.uint8)
+    batch = normalise(pixels, lenet.preprocessing, (32, 32))
+    assert batch.shape == (2, 1, 32, 32) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch[:, :, 2:30, 2:30], pixels / 255, atol=1e-7)
+    assert not batch[:, :, :2].any() and not batch[:, :, :, 30:].any()
+
+
+def test_large_jpeg_decodes_at_reduced_scale_and_large_images_shrink():
+    photo = encode(np.random.default_rng(0).integers(0, 255, (3000, 4000, 3), dtype=np.uint8), "JPEG", quality=70)
+    image = open_image(photo, 10**8)
+    assert plan_decode(image, 1024) == 2000 * 1500  # decoded at 1/2 in the DCT (keeping ≥ 1024 px): 4× fewer pixels
+    assert decode(image, 1024).size == (1024, 768)
+    png = _png(np.zeros((3000, 4000), np.uint8))
+    image = open_image(png, 10**8)
+    assert plan_decode(image, 1024) == 4000 * 3000  # a PNG has no cheaper decode: it is counted in full
+    assert decode(image, 1024).size == (1024, 768)
+
+
+def test_refusals_before_and_during_decoding():
+    with pytest.raises(InvalidImage, match="empty"):
+        open_image(b"", 10**8)
+    with pytest.raises(UnsupportedImage):
+        open_image(b"%PDF-1.7", 10**8)
+    with pytest.raises(PayloadTooLarge, match="100000×100000"):
+        open_image(png_declaring(100_000, 100_000), 10**8)
+    # Ancillary chunks too short for what they declare make Pillow raise ValueError: a 422, not a 500.
+    for chunk in (png_chunk(b"pHYs", b"\x01"), png_chunk(b"gAMA", b"\x01"), png_chunk(b"sRGB", b"")):
+        with pytest.raises(InvalidImage):
+            load(png_declaring(8, 8, chunk))

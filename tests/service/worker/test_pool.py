@@ -1,0 +1,115 @@
+"""Worker supervision: a worker that dies, busy or idle, is replaced at once on any event loop; only the
+jobs it held fail (503, retry); an overrunning job kills its worker; a lane that cannot be restored fails
+/healthz; the server process itself never loads ONNX Runtime."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.worker.pool import WorkerPool
+from tests.helpers import EXAMPLES, large_png, running_server, upload
+
+DIGIT = (EXAMPLES / "digit_7.png").read_bytes()
+
+
+def wait_for(condition, seconds: float) -> float:
+    """Seconds until ``condition()`` held (fails the test past ``seconds``)."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < seconds, "condition not met in time"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def replaced(lane: WorkerPool, pid: int) -> bool:
+    return lane.running == lane.count and pid not in lane.pids
+
+
+def test_a_worker_killed_while_idle_is_replaced_without_any_request(settings):
+    with TestClient(create_app(settings.model_copy(update={"default_model": "lenet5"}))) as client:
+        for lane in client.app.state.engine.lanes:
+            [pid] = lane.pids
+            os.kill(pid, signal.SIGKILL)
+            assert wait_for(lambda: replaced(lane, pid), 2.0) < 2.0  # noticed at once, not at the next request
+        assert client.get("/readyz").status_code == 200
+        answered = client.post("/predict", files=upload(DIGIT))
+        assert answered.status_code == 200 and answered.json()["predictions"][0]["label"] == "7"
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_kills_under_load_cost_only_the_jobs_in_flight(settings, loop):
+    """Three kills of the ordinary worker during 6 s of load from 8 clients, on each event loop."""
+    app = create_app(settings.model_copy(update={"default_model": "lenet5"}))
+    with running_server(app, loop) as url:
+        lane = app.state.engine.ordinary
+        stop = threading.Event()
+        statuses: list[int] = []
+
+        def client() -> None:
+            with httpx.Client(base_url=url, timeout=10) as http:
+                while not stop.is_set():
+                    try:
+                        statuses.append(http.post("/predict", files=upload(DIGIT)).status_code)
+                    except httpx.TimeoutException:
+                        statuses.append(-1)  # a hang
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        recoveries = []
+        for _ in range(3):
+            time.sleep(1.5)
+            [pid] = lane.pids
+            os.kill(pid, signal.SIGKILL)
+            recoveries.append(wait_for(lambda: replaced(lane, pid) and httpx.get(f"{url}/readyz").status_code == 200, 5))
+        time.sleep(1)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    ok = statuses.count(200)
+    assert -1 not in statuses and set(statuses) <= {200, 503}
+    assert ok / len(statuses) >= 0.99 and ok > 100, (ok, len(statuses))
+    assert max(recoveries) < 2.0, recoveries
+
+
+def test_a_job_over_the_time_limit_answers_503_and_its_worker_is_replaced(settings):
+    """What a job in flight gets when its worker is lost: 503 and a retry, never a hang. The job: a
+    6,000 × 6,000 image (36 MP, under the pixel limit; a 35 KB PNG), which a heavy worker takes well over
+    0.1 s to decode."""
+    impatient = settings.model_copy(update={"default_model": "lenet5", "worker_timeout_s": 0.1})
+    with TestClient(create_app(impatient)) as client:
+        heavy = client.app.state.engine.heavy
+        [pid] = heavy.pids
+        started = time.monotonic()
+        response = client.post("/predict", files=upload(large_png(6000, 6000)))
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        assert "restarted, retry" in response.json()["detail"] and time.monotonic() - started < 30
+        wait_for(lambda: replaced(heavy, pid), 5)
+        answered = client.post("/predict", files=upload(DIGIT))  # light work fits the limit
+        assert answered.status_code == 200 and answered.json()["predictions"][0]["label"] == "7"
+
+
+def test_a_lane_that_cannot_be_restored_fails_liveness(settings):
+    with TestClient(create_app(settings.model_copy(update={"worker_restore_s": 0.5}))) as client:
+        lane = client.app.state.engine.heavy
+        lane.settings = lane.settings.model_copy(update={"worker_start_timeout_s": 0.001})  # no worker can start now
+        [pid] = lane.pids
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: client.get("/healthz").status_code == 503, 10)
+        body = client.get("/healthz").json()
+        assert body["status"] == "failing" and "heavy" in body["detail"]
+        assert client.get("/readyz").json()["workers"]["heavy"] == "0/1"
+
+
+def test_the_server_process_does_not_load_onnxruntime():
+    probe = "import sys, service.app; print('onnxruntime' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -1,0 +1,105 @@
+"""ONNX Runtime in a worker: provider options built from settings, the strict provider policy, padding
+batches to bucket sizes, and a failed run reported as 503 (all on the CPU: CI has no GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+from onnx import TensorProto, helper
+
+from service.app import create_app
+from service.errors import ServiceUnavailable
+from service.manifest import Manifest
+from service.settings import Settings
+from service.worker.main import handle
+from service.worker.model import WorkerModel, read_verified
+from service.worker.protocol import Classify
+from service.worker.runtime import CPU, CUDA, ProviderUnavailable, RunFailed, Sessions, bucket, cuda_options, pad, provider_chain
+from tests.helpers import EXAMPLES, MODELS, encode, manifest, upload
+
+LENET = MODELS / "lenet5" / "1"
+
+
+def test_cuda_options_come_from_settings():
+    assert cuda_options(Settings()) == {"device_id": "0", "cudnn_conv_algo_search": "DEFAULT", "use_tf32": "0",
+                                        "arena_extend_strategy": "kSameAsRequested"}
+    tuned = Settings(cuda_device_id=1, cuda_conv_algo_search="HEURISTIC", cuda_tf32=True, cuda_mem_limit_mb=512,
+                     cuda_arena_strategy="kNextPowerOfTwo")
+    assert cuda_options(tuned) == {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "1",
+                                   "arena_extend_strategy": "kNextPowerOfTwo", "gpu_mem_limit": str(512 * 2**20)}
+
+
+def test_the_provider_chain_follows_the_policy():
+    gpu_build, cpu_build = [CUDA, CPU], [CPU]
+    assert provider_chain(Settings(providers="cpu"), gpu_build) == [(CPU, {})]
+    assert provider_chain(Settings(providers="auto"), cpu_build) == [(CPU, {})]
+    assert provider_chain(Settings(providers="auto"), gpu_build) == [(CUDA, cuda_options(Settings())), (CPU, {})]
+    assert provider_chain(Settings(providers="cuda"), gpu_build)[0][0] == CUDA
+    with pytest.raises(ProviderUnavailable, match="no CUDA provider.*onnxruntime-gpu"):
+        provider_chain(Settings(providers="cuda"), cpu_build)
+
+
+def test_providers_cuda_without_cuda_is_not_ready_and_says_why(settings):
+    if CUDA in ort.get_available_providers():
+        pytest.skip("this ONNX Runtime has CUDA: the policy under test is its absence")
+    with TestClient(create_app(settings.model_copy(update={"providers": "cuda"}))) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        errors = ready.json()["errors"]
+        assert len(errors) == 16 and all("CNNSERVE_PROVIDERS=cuda" in e and "no CUDA provider" in e for e in errors)
+        info = client.get("/models/lenet5").json()
+        assert info["status"] == "failed" and info["providers"] == [] and "onnxruntime-gpu" in info["error"]
+        assert client.post("/predict?model=lenet5", files=upload((EXAMPLES / "digit_7.png").read_bytes())).status_code == 404
+
+
+def test_buckets_and_padding():
+    buckets = [1, 2, 4, 8, 16, 32]
+    assert [bucket(rows, buckets) for rows in (1, 2, 3, 5, 8, 9, 31, 32)] == [1, 2, 4, 8, 8, 16, 32, 32]
+    batch = np.ones((3, 1, 2, 2), np.float32)
+    padded = pad(batch, 4)
+    assert padded.shape == (4, 1, 2, 2) and (padded[:3] == 1).all() and not padded[3].any()
+    assert pad(batch, 3) is batch
+
+
+def test_padded_runs_answer_exactly_like_unpadded_ones():
+    manifest_ = Manifest.model_validate(manifest("lenet5"))
+    model, gradient = (read_verified(LENET, f, manifest_) for f in manifest_.graph_files)
+    plain = Sessions.load(model, gradient, Settings(pad_batches="never"))
+    padded = Sessions.load(model, gradient, Settings(pad_batches="always"))
+    assert plain.buckets is None and padded.buckets == [1, 2, 4, 8, 16, 32]
+    padded.warm_up((1, 32, 32), 10)  # every bucket of both graphs
+    x = np.random.default_rng(0).random((5, 1, 32, 32), np.float32)  # runs as 8 rows
+    for (a, b) in zip(plain.classify(x), padded.classify(x)):
+        assert a.shape == b.shape and a.shape[0] == 5  # the padding rows are dropped
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    seed = np.eye(10, dtype=np.float32)[[3, 1, 4, 1, 5]]
+    features = plain.classify(x)[1]
+    np.testing.assert_allclose(plain.head_gradient(features, seed), padded.head_gradient(features, seed), atol=1e-6)
+
+
+def test_a_failed_run_is_a_503_for_that_job_and_the_worker_lives_on(settings, tmp_path):
+    """A real ONNX Runtime failure: a graph that reshapes its input to a fixed batch of one runs for one
+    image and fails for two."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 32, 32])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])
+    features = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 1, 32, 32])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+         helper.make_node("Identity", ["input"], ["features"])], "fixed-batch", [x], [logits, features],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [1, 1024]),
+         helper.make_tensor("w", TensorProto.FLOAT, [1024, 10], np.zeros(10240, np.float32).tolist())])
+    broken = onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    manifest_ = Manifest.model_validate(manifest("lenet5"))
+    gradient = read_verified(LENET, manifest_.graph_files[1], manifest_)
+    model = WorkerModel(manifest_, Sessions.load(broken, gradient, settings), settings)
+    one, two = np.zeros((1, 1, 32, 32), np.float32), np.zeros((2, 1, 32, 32), np.float32)
+    with pytest.raises(RunFailed, match="CPUExecutionProvider failed the run"):
+        model.sessions.classify(two)
+    reply, replace_worker = handle({("lenet5", "1"): model}, Classify(("lenet5", "1"), (two,), True))
+    assert isinstance(reply, ServiceUnavailable) and reply.status == 503 and "retry" in reply.detail
+    assert replace_worker is False  # a CPU run failure leaves the process sound; a GPU one would replace it
+    reply, _ = handle({("lenet5", "1"): model}, Classify(("lenet5", "1"), (one,), True))
+    assert reply.logits.shape == (1, 10)
