@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test models bench load-generator container-runtime browser clean
+.PHONY: serve check test models bench load-generator container-runtime browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,16 @@ apt_install = if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install
 browser:
 	@command -v chromium >/dev/null || { $(call apt_install,chromium,the page tests will be skipped); }
 
-test: $(VENV)/.dev container-runtime browser
-	$(BIN)/python -m pytest
+# The fast lane (under a minute): lint, types, and every test not marked slow or container.
+check: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -m "not slow and not container"
+
+# Everything: the fast lane first, then the slow one (whole test splits, servers under load and under
+# attack, the browser, training, the container).
+test: check container-runtime browser
+	$(BIN)/python -m pytest -m "slow or container"
 
 # Re-train and re-export every shipped model into models/ (about half an hour on 2 cores).
 models: $(VENV)/.dev

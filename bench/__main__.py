@@ -1,8 +1,8 @@
 """``python -m bench``: the service against the physical limit, measured in one run, close in time.
 
 For each model: raw ONNX Runtime (in-process, with the service's session settings and with every core's
-threads) at batch 1 and at the best batch; the HTTP ceiling (same stack, constant answer); a naive eager-PyTorch server; and this
-service at several concurrencies, each from a load generator in its own process over loopback. Raw
+threads) at batch 1 and at the best batch; the HTTP ceiling (same stack, constant answer); a naive eager-PyTorch
+server; and this service at several concurrencies, each from a load generator in its own process over loopback. Raw
 ONNX Runtime and the service are measured for each version (float32 v1 and the int8 v2).
 Then the service's resident memory after loading, and after a long run. Prints a table, writes JSON.
 """
@@ -23,11 +23,16 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.load import load, require_wrk
-from service.runtime import session_options
 from service.settings import Settings
+from service.worker.runtime import session_options
 
 ROOT = Path(__file__).resolve().parents[1]
+SERVICE_ENV = {"CNNSERVE_MODEL_DIR": str(ROOT / "models"), "CNNSERVE_LOG_LEVEL": "warning"}
 EXAMPLES = {"mnist": ROOT / "examples" / "digit_7.png", "placed": ROOT / "examples" / "placed_3.png"}
+
+
+def wrk_version(wrk: str) -> str:
+    return subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.split(" [")[0]
 
 
 def example_for(model_dir: Path) -> Path:
@@ -59,7 +64,8 @@ def rss_mb(pid: int) -> float:
 
 
 def raw_onnxruntime(model_dir: Path, settings: Settings, seconds: float) -> dict:
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), session_options(settings), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), session_options(settings, heavy=True),
+                                   providers=["CPUExecutionProvider"])
     shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
     results = {}
     for batch in (1, 2, 4, 8, 16, 32, 64, 128):
@@ -70,7 +76,8 @@ def raw_onnxruntime(model_dir: Path, settings: Settings, seconds: float) -> dict
             session.run(["logits"], {"input": x})
             runs += 1
         elapsed = time.perf_counter() - started
-        results[batch] = {"images_per_s": round(runs * batch / elapsed, 1), "ms_per_run": round(elapsed / runs * 1e3, 3)}
+        results[batch] = {"images_per_s": round(runs * batch / elapsed, 1),
+                          "ms_per_run": round(elapsed / runs * 1e3, 3)}
     best = max(results, key=lambda b: results[b]["images_per_s"])
     return {"batch1": results[1], "best_batch": best, "best": results[best], "by_batch": results}
 
@@ -80,7 +87,8 @@ class Server:
 
     def __init__(self, app: str, env: dict[str, str], factory: bool = False) -> None:
         self.port = free_port()
-        command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port),
+                   "--log-level", "warning"]
         if factory:
             command.append("--factory")
         self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
@@ -116,7 +124,8 @@ class Server:
             result = load(self.url + path, image, concurrency, seconds)
             requests = max(result["requests"], 1)
             result["cpu_ms_per_request"] = round((self.cpu_seconds() - before) / requests * 1e3, 3)
-            result["server_process_cpu_ms_per_request"] = round((self.cpu_seconds(workers=False) - before_server) / requests * 1e3, 3)
+            server_seconds = self.cpu_seconds(workers=False) - before_server
+            result["server_process_cpu_ms_per_request"] = round(server_seconds / requests * 1e3, 3)
             runs.append(result)
         return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
 
@@ -141,8 +150,9 @@ def main() -> None:
     all_cores = settings.model_copy(update={"intra_op_threads": len(os.sched_getaffinity(0))})
     report: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                 "python": platform.python_version(), "onnxruntime": ort.__version__,
-                                "load_generator": subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.split(" [")[0]},
-                    "settings": {"inference_workers": settings.inference_workers, "intra_op_threads": settings.intra_op_threads},
+                                "load_generator": wrk_version(wrk)},
+                    "settings": {"inference_workers": settings.inference_workers,
+                                 "intra_op_threads": settings.intra_op_threads},
                     "models": {}}
     for name in args.models:
         model_dir = ROOT / "models" / name / "1"
@@ -156,7 +166,7 @@ def main() -> None:
         naive.wait("/docs")
         entry["naive_torch"] = {c: naive.measure("/predict", image, c, args.seconds, args.repeat) for c in (1, 16)}
         naive.stop()
-        service = Server("service.app:create_app", {"CNNSERVE_MODEL_DIR": str(ROOT / "models"), "CNNSERVE_LOG_LEVEL": "warning"}, factory=True)
+        service = Server("service.app:create_app", SERVICE_ENV, factory=True)
         service.wait("/readyz")
         for version in args.versions:
             version_dir = ROOT / "models" / name / version
@@ -164,13 +174,13 @@ def main() -> None:
                 "precision": json.loads((version_dir / "manifest.json").read_text()).get("precision", "float32"),
                 "raw": raw_onnxruntime(version_dir, settings, args.seconds / 4),
                 "raw_all_cores": raw_onnxruntime(version_dir, all_cores, args.seconds / 4),
-                "service": {c: service.measure(f"/predict?model={name}&version={version}", image, c, args.seconds, args.repeat)
-                            for c in args.concurrency},
+                "service": {c: service.measure(f"/predict?model={name}&version={version}", image, c, args.seconds,
+                                               args.repeat) for c in args.concurrency},
             }
         service.stop()
         report["models"][name] = entry
 
-    service = Server("service.app:create_app", {"CNNSERVE_MODEL_DIR": str(ROOT / "models"), "CNNSERVE_LOG_LEVEL": "warning"}, factory=True)
+    service = Server("service.app:create_app", SERVICE_ENV, factory=True)
     service.wait("/readyz")
     before = rss_mb(service.process.pid)
     soak_image = example_for(ROOT / "models" / args.models[0] / "1")
@@ -181,7 +191,8 @@ def main() -> None:
     after = rss_mb(service.process.pid)
     service.stop()
     report["memory"] = {"rss_after_load_mb": round(before, 1), "rss_after_requests_mb": round(after, 1),
-                        "requests": soak["requests"], "errors": soak["errors"], "growth_pct": round((after / before - 1) * 100, 2)}
+                        "requests": soak["requests"], "errors": soak["errors"],
+                        "growth_pct": round((after / before - 1) * 100, 2)}
     args.out.write_text(json.dumps(report, indent=2))
     print_table(report)
 
@@ -194,19 +205,22 @@ def print_table(report: dict) -> None:
               f"{ceiling[16]['cpu_ms_per_request']:.2f} CPU ms/request); naive torch c=16 {naive['rps']:.0f} req/s "
               f"({naive['cpu_ms_per_request']:.2f} CPU ms/request)")
         for version, v in entry["versions"].items():
-            limit = min(ceiling[16]["rps"], max(v["raw"]["best"]["images_per_s"], v["raw_all_cores"]["best"]["images_per_s"]))
+            raw_best = max(v["raw"]["best"]["images_per_s"], v["raw_all_cores"]["best"]["images_per_s"])
+            limit = min(ceiling[16]["rps"], raw_best)
             for label, raw in (("service threads", v["raw"]), ("all cores", v["raw_all_cores"])):
-                print(f"  v{version} {v['precision']}: raw ORT ({label}) batch 1 {raw['batch1']['images_per_s']:.0f} img/s "
-                      f"({raw['batch1']['ms_per_run']:.3f} ms), best batch {raw['best_batch']} {raw['best']['images_per_s']:.0f} img/s")
-            print(f"  {'concurrency':>11} {'req/s':>8} {'of limit':>9} {'x naive':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-                  f"{'errors':>7} {'CPU ms/req':>10} {'of which server':>15}")
+                print(f"  v{version} {v['precision']}: raw ORT ({label}) batch 1 "
+                      f"{raw['batch1']['images_per_s']:.0f} img/s ({raw['batch1']['ms_per_run']:.3f} ms), "
+                      f"best batch {raw['best_batch']} {raw['best']['images_per_s']:.0f} img/s")
+            print(f"  {'concurrency':>11} {'req/s':>8} {'of limit':>9} {'x naive':>8} {'p50 ms':>8} {'p95 ms':>8} "
+                  f"{'p99 ms':>8} {'errors':>7} {'CPU ms/req':>10} {'of which server':>15}")
             for c, r in v["service"].items():
-                print(f"  {c:>11} {r['rps']:>8.0f} {r['rps'] / limit:>8.0%} {r['rps'] / naive['rps']:>8.1f} {r['p50_ms']:>8.2f} "
-                      f"{r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7} {r['cpu_ms_per_request']:>10.2f} "
-                      f"{r['server_process_cpu_ms_per_request']:>15.2f}")
+                print(f"  {c:>11} {r['rps']:>8.0f} {r['rps'] / limit:>8.0%} {r['rps'] / naive['rps']:>8.1f} "
+                      f"{r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7} "
+                      f"{r['cpu_ms_per_request']:>10.2f} {r['server_process_cpu_ms_per_request']:>15.2f}")
     m = report["memory"]
-    print(f"\nRSS (server process and inference workers) after loading all models {m['rss_after_load_mb']} MB; after {m['requests']} requests {m['rss_after_requests_mb']} MB "
-          f"({m['growth_pct']:+.1f} %), errors {m['errors']}")
+    print(f"\nRSS (server process and inference workers) after loading all models {m['rss_after_load_mb']} MB; "
+          f"after {m['requests']} requests {m['rss_after_requests_mb']} MB ({m['growth_pct']:+.1f} %), "
+          f"errors {m['errors']}")
 
 
 if __name__ == "__main__":

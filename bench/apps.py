@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from fastapi import FastAPI, File, UploadFile
@@ -23,7 +24,7 @@ def ceiling() -> FastAPI:
     app = FastAPI()
 
     @app.post("/predict")
-    async def predict(file: UploadFile = File(...)) -> dict:
+    async def predict(file: Annotated[UploadFile, File()]) -> dict:
         await file.read()
         return CONSTANT
 
@@ -41,12 +42,13 @@ def naive() -> FastAPI:
     app = FastAPI()
 
     @app.post("/predict")
-    def predict(file: UploadFile = File(...)) -> dict:
+    def predict(file: Annotated[UploadFile, File()]) -> dict:
         image = Image.open(io.BytesIO(file.file.read())).convert("L" if channels == 1 else "RGB")
         pixels = np.asarray(image.resize((width, height)), np.float32).reshape(height, width, channels) / 255
         with torch.no_grad():
             probabilities = torch.softmax(model(torch.from_numpy(pixels.transpose(2, 0, 1)[None].copy())), 1)[0]
         top = int(probabilities.argmax())
-        return {"model": "naive", "predictions": [{"index": top, "label": str(top), "probability": float(probabilities[top])}]}
+        best = {"index": top, "label": str(top), "probability": float(probabilities[top])}
+        return {"model": "naive", "predictions": [best]}
 
     return app

@@ -26,7 +26,8 @@ def load(url: str, image: Path, concurrency: int, seconds: float) -> dict:
     timeouts and non-2xx answers)."""
     command = [require_wrk(), "--threads", "1", "--connections", str(concurrency), "--duration", f"{seconds:g}s",
                "--timeout", "30s", "--script", str(SCRIPT), url]
-    done = subprocess.run(command, env={**os.environ, "BENCH_IMAGE": str(image)}, capture_output=True, text=True, check=True)
+    environment = {**os.environ, "BENCH_IMAGE": str(image)}
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, check=True)
     r = json.loads(done.stdout.strip().splitlines()[-1])
     elapsed = r["microseconds"] / 1e6
     return {"concurrency": concurrency, "requests": r["requests"], "errors": r["errors"], "seconds": round(elapsed, 2),

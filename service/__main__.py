@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, help="port (default: CNNSERVE_PORT or 8000)")
     parser.add_argument("--model-dir", help="model repository (default: CNNSERVE_MODEL_DIR or ./models)")
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "model_dir": args.model_dir}.items() if v is not None}
+    given = {"host": args.host, "port": args.port, "model_dir": args.model_dir}
+    overrides = {name: value for name, value in given.items() if value is not None}
     settings = Settings(**overrides)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=False)  # our middleware writes one structured line per request

@@ -4,8 +4,8 @@ under way and ``waiting`` queued behind them; past that, 503 + Retry-After at on
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from .errors import ServiceUnavailable
 

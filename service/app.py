@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -18,6 +18,7 @@ from .repository import ModelRepository
 from .routes import cam, health, models, page, predict, v2
 from .settings import Settings, get_settings
 
+EXPOSED_HEADERS = ["X-Request-ID", "X-Class-Index", "X-Class-Label", "X-Score", "X-Method", "X-Scaled-From"]
 DESCRIPTION = """Classify images with the CNN zoo and see why: top-k predictions, architecture summaries,
 and CAM / Grad-CAM heatmaps, all computed with ONNX Runtime. Errors are RFC 9457 problem details."""
 
@@ -46,8 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_upload_bytes)
     if settings.allowed_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST"], allow_headers=["*"],
-                           expose_headers=["X-Request-ID", "X-Class-Index", "X-Class-Label", "X-Score", "X-Scaled-From"])
+        app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["*"], expose_headers=EXPOSED_HEADERS)
     app.add_middleware(AccessMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost
     for router in (predict.router, models.router, cam.router, health.router, v2.router, page.router):

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from .errors import ServiceUnavailable
 
@@ -26,22 +27,22 @@ Dispatch = Callable[[list[I]], Awaitable[list[R | BaseException]]]
 
 
 @dataclass
-class _Request(Generic[I]):
+class _Request(Generic[I, R]):
     item: I
     rows: int
-    future: asyncio.Future = field(repr=False)
+    future: asyncio.Future[R] = field(repr=False)
 
 
 class MicroBatcher(Generic[I, R]):
-    def __init__(self, name: str, dispatch: Dispatch, *, max_batch_size: int, max_queue_delay_ms: float,
+    def __init__(self, name: str, dispatch: Dispatch[I, R], *, max_batch_size: int, max_queue_delay_ms: float,
                  max_queue: int, collectors: int) -> None:
         self.name = name
         self._dispatch = dispatch
         self.max_batch_size = max_batch_size
         self.max_delay = max_queue_delay_ms / 1000
         self.max_queue = max_queue
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
-        self._held: list[_Request] = []  # taken from the queue but did not fit the last batch; goes first next
+        self._queue: asyncio.Queue[_Request[I, R]] = asyncio.Queue()
+        self._held: list[_Request[I, R]] = []  # taken from the queue but did not fit the last batch; goes first next
         self._collectors = [asyncio.create_task(self._collect(), name=f"batcher-{name}-{i}") for i in range(collectors)]
 
     async def submit(self, item: I, rows: int = 1) -> R:
@@ -49,13 +50,14 @@ class MicroBatcher(Generic[I, R]):
         if rows > self.max_batch_size:
             raise ValueError(f"{rows} images in one request; the limit is {self.max_batch_size}")
         if self._queue.qsize() >= self.max_queue:
-            raise ServiceUnavailable(f"model {self.name} is busy ({self._queue.qsize()} requests queued); retry shortly",
+            queued = self._queue.qsize()
+            raise ServiceUnavailable(f"model {self.name} is busy ({queued} requests queued); retry shortly",
                                      retry_after=1)
-        request = _Request(item, rows, asyncio.get_running_loop().create_future())
+        request: _Request[I, R] = _Request(item, rows, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(request)
         return await request.future
 
-    async def _gather(self) -> list[_Request]:
+    async def _gather(self) -> list[_Request[I, R]]:
         batch = [self._held.pop() if self._held else await self._queue.get()]
         rows = batch[0].rows
         deadline = time.monotonic() + self.max_delay
@@ -84,9 +86,10 @@ class MicroBatcher(Generic[I, R]):
                 continue
             try:
                 results = await self._dispatch([request.item for request in batch])
+                answers = list(zip(batch, results, strict=True))
             except Exception as exc:  # noqa: BLE001 - the run itself failed: every caller of this batch hears it
-                results = [exc] * len(batch)
-            for request, result in zip(batch, results):
+                answers = [(request, exc) for request in batch]
+            for request, result in answers:
                 if request.future.done():
                     continue
                 if isinstance(result, BaseException):

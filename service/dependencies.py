@@ -11,10 +11,10 @@ from fastapi import Depends, Query, Request
 
 from .engine import Engine, RemoteModel
 from .metrics import Metrics
+from .readiness import readiness
 from .repository import ModelRepository
 from .schemas import Readiness
 from .settings import Settings
-from .readiness import readiness
 from .uploads import FIELD
 from .worker.protocol import Upload
 
@@ -63,7 +63,8 @@ UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {"mu
                            "description": "the image: PNG, JPEG, BMP, WebP or GIF (first frame)"}}}}}}}
 
 # The ?version= every model route takes.
-VersionQuery = Annotated[str | None, Query(max_length=64, description="model version (default: the model's default version, else the latest)")]
+VersionQuery = Annotated[str | None, Query(
+    max_length=64, description="model version (default: the model's default version, else the latest)")]
 
 
 def model_for(request: Request, engine: Engine, name: str, version: str | None) -> RemoteModel:

@@ -8,8 +8,9 @@ the two worker lanes:
   tensors (one batcher per version), and heatmaps of light images;
 - **heavy** workers (``heavy_workers``, one job each, at low CPU priority): every upload that is costly to
   decode (over ``light_pixels`` decoded or ``light_bytes`` encoded). An ordinary worker reads only such an
-  upload's header and answers Deferred; the upload is then sent here, behind its own bounded queue (``max_heavy_queue``), so a
-  request, however large, holds up the ordinary ones for no longer than a header read.
+  upload's header and answers Deferred; the upload is then sent here, behind its own bounded queue
+  (``max_heavy_queue``), so a request, however large, holds up the ordinary ones for no longer than a header
+  read.
 """
 
 from __future__ import annotations
@@ -28,8 +29,18 @@ from .metrics import Metrics
 from .repository import ModelRepository, ModelVersion
 from .settings import Settings
 from .worker.pool import WorkerPool
-from .worker.protocol import (Classified, Classify, Deferred, Explain, Explained, HeatmapFormat, Reply, TensorRows,
-                              Upload, UploadRow)
+from .worker.protocol import (
+    Classified,
+    Classify,
+    Deferred,
+    Explain,
+    Explained,
+    HeatmapFormat,
+    Reply,
+    TensorRows,
+    Upload,
+    UploadRow,
+)
 
 ItemRows = tuple[Classified, UploadRow | TensorRows]  # a batch's reply and one item's place in it
 _INDEX = re.compile(r"[0-9]{1,6}")
@@ -52,7 +63,8 @@ def parse_class(labels: list[str], requested: str | None) -> int | None:
     if _INDEX.fullmatch(requested) and int(requested) < len(labels):
         return int(requested)
     shown = requested if len(requested) <= 40 else requested[:40] + "…"
-    raise InvalidParameter(f"class must be an index from 0 to {len(labels) - 1} or one of the labels {labels}; got {shown!r}")
+    raise InvalidParameter(f"class must be an index from 0 to {len(labels) - 1} or one of the labels {labels}; "
+                           f"got {shown!r}")
 
 
 class RemoteModel:
@@ -62,7 +74,8 @@ class RemoteModel:
         s = engine.settings
         self._batcher: MicroBatcher[Upload | np.ndarray, ItemRows | Deferred] = MicroBatcher(
             f"{entry.name}/{entry.version}", self._dispatch, max_batch_size=s.max_batch_size,
-            max_queue_delay_ms=s.max_queue_delay_ms, max_queue=s.max_queue, collectors=engine.ordinary.count * engine.ordinary.slots)
+            max_queue_delay_ms=s.max_queue_delay_ms, max_queue=s.max_queue,
+            collectors=engine.ordinary.count * engine.ordinary.slots)  # one per job a worker can hold
 
     async def _dispatch(self, items: list[Upload | np.ndarray]) -> list[ItemRows | Deferred | BaseException]:
         reply = await self.engine.ordinary.call(Classify(self.entry.key, tuple(items), light_only=True))
@@ -104,7 +117,8 @@ class RemoteModel:
         top = [(int(i), float(probabilities[i])) for i in reply.ranking[place.row, :k]]
         timings = {"decode_ms": place.decode_s, "preprocess_ms": place.preprocess_s, "inference_ms": reply.run_s,
                    "total_ms": time.perf_counter() - started}
-        return Classification(probabilities, top, place.inverted, {name: round(s * 1e3, 3) for name, s in timings.items()})
+        timings_ms = {name: round(seconds * 1e3, 3) for name, seconds in timings.items()}
+        return Classification(probabilities, top, place.inverted, timings_ms)
 
     async def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """N×C×H×W model input → (logits, features), batched with whatever else is queued for the version."""
@@ -145,8 +159,9 @@ class Engine:
         self.settings = settings
         self.metrics = metrics
         self.repository = repository
-        self.ordinary = WorkerPool("ordinary", settings, settings.inference_workers, slots=2, on_started=repository.record)
-        self.heavy = WorkerPool("heavy", settings, settings.heavy_workers, slots=1, heavy=True, on_started=repository.record)
+        record = repository.record
+        self.ordinary = WorkerPool("ordinary", settings, settings.inference_workers, slots=2, on_started=record)
+        self.heavy = WorkerPool("heavy", settings, settings.heavy_workers, slots=1, heavy=True, on_started=record)
         self.explain_admission = Admission("heatmap", settings.inference_workers * 2, settings.max_queue)
         self.heavy_admission = Admission("large-image", settings.heavy_workers, settings.max_heavy_queue)
         self._models: dict[tuple[str, str], RemoteModel] = {}

@@ -21,7 +21,7 @@ class ProblemError(Exception):
         return type(self)._restore, (self.detail, self.__dict__)
 
     @classmethod
-    def _restore(cls, detail: str, state: dict[str, Any]) -> "ProblemError":
+    def _restore(cls, detail: str, state: dict[str, Any]) -> ProblemError:
         error = cls.__new__(cls)
         Exception.__init__(error, detail)
         error.__dict__.update(state)

@@ -53,4 +53,5 @@ def install_error_handlers(app: FastAPI) -> None:
         # FastAPI wraps failures while reading a form body (our size limit among them) in a 400.
         if isinstance(exc.__cause__, ProblemError):
             return from_problem(exc.__cause__)
-        return problem_response(exc.status_code, reason(exc.status_code), str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return problem_response(exc.status_code, reason(exc.status_code), str(exc.detail), headers=headers)

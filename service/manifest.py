@@ -23,7 +23,8 @@ class Preprocessing(BaseModel):
 
     kind: str = Field(description="the preprocessing recipe (service.preprocessing.KINDS)")
     color: Literal["gray", "rgb"]
-    content_size: list[int] = Field(description="height, width the image is fitted into before padding to the input size")
+    content_size: list[int] = Field(
+        description="height, width the image is fitted into before padding to the input size")
     scale: float
     mean: list[float]
     std: list[float]

@@ -18,7 +18,8 @@ class Metrics:
         self.requests = Counter("http_requests_total", "HTTP requests by route, model and status",
                                 ["method", "route", "model", "status"], registry=self.registry)
         self.latency = Histogram("http_request_duration_seconds", "HTTP request latency by route, model and status",
-                                 ["method", "route", "model", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
+                                 ["method", "route", "model", "status"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
         self.inference = Histogram("model_inference_seconds", "worker time per model and job (model: one batched "
                                    "ONNX Runtime run; explain: one heatmap, decoding to encoding)",
                                    ["model", "graph"], buckets=LATENCY_BUCKETS, registry=self.registry)

@@ -32,7 +32,8 @@ def header(scope: Scope, name: bytes) -> str | None:
     """One request header (names come lowercased), without decoding all of them."""
     for key, value in scope["headers"]:
         if key == name:
-            return value.decode("latin-1")
+            text: str = value.decode("latin-1")
+            return text
     return None
 
 
@@ -84,8 +85,8 @@ class AccessMiddleware:
             error_log.error("unexpected %s: %s", type(exc).__name__, exc, extra={"fields": {"request_id": request_id}},
                             exc_info=error_log.isEnabledFor(logging.DEBUG))
             if not status:
-                response = problem_response(500, "Internal error", f"the server failed to handle this request; it has been "
-                                            f"logged with request id {request_id}")
+                response = problem_response(500, "Internal error", "the server failed to handle this request; it has "
+                                            f"been logged with request id {request_id}")
                 await response(scope, receive, send_tracked)
         finally:
             self._record(scope, status or CLIENT_CLOSED, time.perf_counter() - started)

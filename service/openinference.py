@@ -117,25 +117,29 @@ def input_tensors(request: InferenceRequest, binary: bytes) -> dict[str, np.ndar
         if tensor.datatype != "FP32":
             raise InvalidParameter(f"input {tensor.name!r}: datatype must be FP32; got {tensor.datatype!r}")
         if len(tensor.shape) > MAX_DIMENSIONS or any(d < 0 for d in tensor.shape):
-            raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape[:MAX_DIMENSIONS + 1]} must have at most "
-                                   f"{MAX_DIMENSIONS} dimensions, none negative")
+            raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape[:MAX_DIMENSIONS + 1]} must have at "
+                                   f"most {MAX_DIMENSIONS} dimensions, none negative")
         count = math.prod(tensor.shape)  # Python integers: no overflow to a small number
         if count > MAX_ELEMENTS:
-            raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape} holds {count:,} values, over {MAX_ELEMENTS:,}")
+            raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape} holds {count:,} values, "
+                                   f"over {MAX_ELEMENTS:,}")
         size = tensor.parameters.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size != count * FP32.itemsize or offset + size > len(binary):
-                raise InvalidParameter(f"input {tensor.name!r}: binary_data_size {size} does not fit shape {tensor.shape} "
-                                       f"of {tensor.datatype} or the {len(binary) - offset} bytes left in the body")
+                raise InvalidParameter(f"input {tensor.name!r}: binary_data_size {size} does not fit shape "
+                                       f"{tensor.shape} of {tensor.datatype} or the {len(binary) - offset} bytes left "
+                                       "in the body")
             array = np.frombuffer(binary, dtype=FP32, count=count, offset=offset)
             offset += size
         elif tensor.data is not None:
             try:
                 array = np.asarray(tensor.data, dtype=FP32).reshape(-1)
             except (ValueError, TypeError):
-                raise InvalidParameter(f"input {tensor.name!r}: data must be numbers of datatype {tensor.datatype}") from None
+                raise InvalidParameter(f"input {tensor.name!r}: data must be numbers of datatype "
+                                       f"{tensor.datatype}") from None
             if array.size != count:
-                raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape} needs {count} values; got {array.size}")
+                raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape} needs {count} values; "
+                                       f"got {array.size}")
         else:
             raise InvalidParameter(f"input {tensor.name!r} has neither data nor parameters.binary_data_size")
         tensors[tensor.name] = array.reshape(tensor.shape)
@@ -147,7 +151,8 @@ def input_tensors(request: InferenceRequest, binary: bytes) -> dict[str, np.ndar
 def classification(values: np.ndarray, k: int, labels: list[str]) -> np.ndarray:
     """The classification extension: per row, the top ``k`` as ``"<value>:<index>:<label>"`` strings."""
     order = ranking(values)[:, :k]
-    return np.array([[f"{row[i]:f}:{i}:{labels[i]}" for i in top] for row, top in zip(values, order)], dtype=object)
+    return np.array([[f"{row[i]:f}:{i}:{labels[i]}" for i in top] for row, top in zip(values, order, strict=True)],
+                    dtype=object)
 
 
 def _binary(array: np.ndarray) -> bytes:
@@ -161,7 +166,8 @@ def encode_response(model: str, version: str, request_id: str | None,
     """(name, array, as_binary) outputs → response body and headers."""
     described, chunks = [], []
     for name, array, as_binary in outputs:
-        entry = ResponseOutput(name=name, shape=list(array.shape), datatype="BYTES" if array.dtype == object else "FP32")
+        datatype = "BYTES" if array.dtype == object else "FP32"
+        entry = ResponseOutput(name=name, shape=list(array.shape), datatype=datatype)
         if as_binary:
             chunk = _binary(array)
             entry.parameters = {"binary_data_size": len(chunk)}

@@ -13,8 +13,9 @@ a manifest then names it in ``preprocessing.kind``.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -105,7 +106,8 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 
 def _border_mean(pixels: np.ndarray) -> np.ndarray:
     edges = [pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]
-    return np.concatenate([e.reshape(-1, *pixels.shape[2:]) for e in edges]).mean(axis=0)
+    mean: np.ndarray = np.concatenate([e.reshape(-1, *pixels.shape[2:]) for e in edges]).mean(axis=0)
+    return mean
 
 
 def _fit(image: Image.Image, width: int, height: int, fill: int | tuple[int, ...]) -> Fitted:
@@ -154,7 +156,7 @@ def mnist_centred(gray: Image.Image, prep: Preprocessing) -> Fitted:
     return Fitted(canvas, scale, (px - x0 * scale[0], py - y0 * scale[1]), inverted)
 
 
-KINDS: dict[str, Callable[[Image.Image, "Preprocessing"], Fitted]] = {
+KINDS: dict[str, Callable[[Image.Image, Preprocessing], Fitted]] = {
     "mnist": mnist_centred,
     "letterbox": letterbox,
 }

@@ -30,5 +30,6 @@ def liveness(engine: Engine) -> Health:
     is then the remedy."""
     down = [lane.name for lane in engine.lanes if not lane.healthy]
     if down:
-        return Health(status="failing", detail=f"no {' or '.join(down)} inference worker could be restarted; restart the service")
+        return Health(status="failing",
+                      detail=f"no {' or '.join(down)} inference worker could be restarted; restart the service")
     return Health(status="ok")

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from .errors import ModelNotFound
 from .manifest import Manifest, ModelConfig
@@ -25,6 +26,7 @@ from .worker.explain import methods_for
 from .worker.protocol import Key, Loaded, Started, Version
 
 log = logging.getLogger("service.repository")
+Status = Literal["ready", "loading", "failed"]
 _PATHS = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.@+~-]+){2,}")
 
 
@@ -54,7 +56,7 @@ class ModelVersion:
         return self.manifest.name, self.manifest.version
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         return "failed" if self.error is not None else "ready" if self.providers else "loading"
 
     @cached_property
@@ -111,9 +113,8 @@ class ModelRepository:
             self._problem(f"{name}: unreadable config.json", f"{path}: unreadable model config: {exc}", blocking=True)
             return
         if config.default_version is not None and config.default_version not in self.models[name]:
-            self._problem(f"{name}: config.json's default_version {config.default_version!r} is not one of {self.versions(name)}",
-                          f"{path}: default_version {config.default_version!r} is not one of {self.versions(name)}",
-                          blocking=True)
+            unknown = f"default_version {config.default_version!r} is not one of {self.versions(name)}"
+            self._problem(f"{name}: config.json's {unknown}", f"{path}: {unknown}", blocking=True)
             return
         self.configs[name] = config
 
@@ -126,8 +127,9 @@ class ModelRepository:
             self._problem(f"{where}: unreadable manifest", f"skipping {manifest_path}: {exc}")
             return
         if (manifest.name, manifest.version) != (directory.parent.name, directory.name):
-            self._problem(f"{where}: its manifest says {manifest.name}/{manifest.version}; a version is served only "
-                          "from the folders its manifest names", f"skipping {manifest_path}: it names {manifest.name}/{manifest.version}")
+            named = f"{manifest.name}/{manifest.version}"
+            self._problem(f"{where}: its manifest says {named}; a version is served only from the folders its "
+                          "manifest names", f"skipping {manifest_path}: it names {named}")
             return
         entry = ModelVersion(manifest, directory)
         self.models.setdefault(manifest.name, {})[manifest.version] = entry
@@ -191,8 +193,9 @@ class ModelRepository:
         """The servable version a request names; ModelNotFound (listing what there is) otherwise."""
         model = self.find(name, version)
         if model.status != "ready":
-            raise ModelNotFound(f"model {model.name}/{model.version} is unavailable ({model.error or 'still loading'}); "
-                                "see /readyz", available=self.names())
+            why = model.error or "still loading"
+            raise ModelNotFound(f"model {model.name}/{model.version} is unavailable ({why}); see /readyz",
+                                available=self.names())
         return model
 
     def find(self, name: str, version: str | None = None) -> ModelVersion:
@@ -203,6 +206,7 @@ class ModelRepository:
                                 available=self.names())
         version = version or self.default_version(name)
         if version not in versions:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; available: {', '.join(self.versions(name))}",
-                                available=self.versions(name))
+            available = self.versions(name)
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; available: {', '.join(available)}",
+                                available=available)
         return versions[version]

@@ -25,8 +25,10 @@ class Timings(BaseModel):
 class PredictResponse(BaseModel):
     model: str = Field(examples=["mnist_cnn_b"])
     version: str = Field(examples=["1"])
-    predictions: list[ClassScore] = Field(description="top-k classes, most probable first; all classes' probabilities sum to 1")
-    provider: str = Field(examples=["CPUExecutionProvider"], description="ONNX Runtime execution provider that ran the model")
+    predictions: list[ClassScore] = Field(
+        description="top-k classes, most probable first; all classes' probabilities sum to 1")
+    provider: str = Field(examples=["CPUExecutionProvider"],
+                          description="ONNX Runtime execution provider that ran the model")
     inverted: bool = Field(description="the image was inverted (light background, MNIST-style model)")
     timings: Timings
 

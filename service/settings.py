@@ -18,10 +18,13 @@ def cores() -> int:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CNNSERVE_", env_file=".env", extra="ignore")
 
-    model_dir: Path = Field(Path("models"), description="model repository: <name>/<version>/manifest.json + ONNX files")
+    # The model repository.
+    model_dir: Path = Field(
+        Path("models"), description="model repository: <name>/<version>/manifest.json + ONNX files")
     default_model: str = Field("mnist_cnn_b", description="model used when a request names none")
     require_all_models: bool = Field(
-        False, description="true: one version that fails to load makes the replica not ready; false: it is unavailable on its own")
+        False, description="true: a version that fails to load makes the replica not ready; "
+                           "false: that version is unavailable on its own")
 
     # Execution providers (worker/runtime.py builds the provider list from these, in one place).
     providers: Literal["auto", "cuda", "cpu"] = Field(
@@ -29,9 +32,11 @@ class Settings(BaseSettings):
                             "cuda: CUDA or not ready; cpu: CPU only")
     cuda_device_id: int = Field(0, ge=0, description="the GPU ONNX Runtime runs on")
     cuda_conv_algo_search: Literal["DEFAULT", "HEURISTIC", "EXHAUSTIVE"] = Field(
-        "DEFAULT", description="cuDNN convolution algorithm choice (EXHAUSTIVE benchmarks every new shape: slow to warm)")
-    cuda_tf32: bool = Field(False, description="TF32 matrix maths: faster on Ampere+ GPUs, but logits and heatmaps then "
-                                               "differ from the CPU by ~1e-3; off keeps them within 1e-4")
+        "DEFAULT", description="cuDNN convolution algorithm choice (EXHAUSTIVE benchmarks every new shape: "
+                               "slow to warm)")
+    cuda_tf32: bool = Field(
+        False, description="TF32 matrix maths: faster on Ampere+ GPUs, but logits and heatmaps then differ from "
+                           "the CPU by ~1e-3; off keeps them within 1e-4")
     cuda_mem_limit_mb: int = Field(0, ge=0, description="GPU memory arena limit per worker (0: no limit)")
     cuda_arena_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = Field(
         "kSameAsRequested", description="how the GPU arena grows: to the next power of two, or by what is asked for")
@@ -45,40 +50,55 @@ class Settings(BaseSettings):
     # and run the models beside it. Rule: inference_workers × intra_op_threads ≤ cores − 1, leaving the
     # server its core (docs/PERFORMANCE.md has the measurements behind the defaults).
     inference_workers: int = Field(1, ge=1, description="inference worker processes for ordinary requests")
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads inside one run (0: (cores - 1) // inference_workers, at least 1)")
-    heavy_workers: int = Field(1, ge=1, description="worker processes, at low CPU priority, for requests over light_pixels")
+    intra_op_threads: int = Field(
+        0, ge=0, description="ONNX Runtime threads inside one run (0: (cores - 1) // inference_workers, at least 1)")
+    heavy_workers: int = Field(
+        1, ge=1, description="worker processes, at low CPU priority, for uploads that are costly to decode")
     light_pixels: int = Field(
-        512 * 512, gt=0, description="uploads that decode to more pixels (a JPEG after reduced-scale decoding) run on "
-                                     "the heavy workers")
-    light_bytes: int = Field(256 * 1024, gt=0, description="so do image files larger than this (entropy decoding "
-                                                            "costs by the byte: a 4 MB JPEG takes ~40 ms at any scale)")
-    max_heavy_queue: int = Field(8, ge=0, description="heavy requests waiting for a heavy worker before new ones get 503")
-    working_max_side: int = Field(1024, ge=64, description="longest side a large upload is reduced to before preprocessing")
-    overlay_max_side: int = Field(2048, ge=64, description="longest side of a png / overlay heatmap (larger images are scaled down)")
-    worker_timeout_s: float = Field(30.0, gt=0, description="a job taking longer fails with 503 and its worker is restarted")
+        512 * 512, gt=0, description="uploads that decode to more pixels (a JPEG after reduced-scale decoding) run "
+                                     "on the heavy workers")
+    light_bytes: int = Field(
+        256 * 1024, gt=0, description="so do image files larger than this (entropy decoding costs by the byte: a "
+                                      "4 MB JPEG takes ~40 ms at any scale)")
+    max_heavy_queue: int = Field(
+        8, ge=0, description="heavy requests waiting for a heavy worker before new ones get 503")
+    working_max_side: int = Field(
+        1024, ge=64, description="longest side a large upload is reduced to before preprocessing")
+    overlay_max_side: int = Field(
+        2048, ge=64, description="longest side of a png / overlay heatmap (larger images are scaled down)")
+    worker_timeout_s: float = Field(
+        30.0, gt=0, description="a job taking longer fails with 503 and its worker is restarted")
     worker_start_timeout_s: float = Field(300.0, gt=0, description="how long a worker may take to load every model")
     worker_restore_s: float = Field(
-        60.0, gt=0, description="a worker lane that cannot be brought back within this long fails /healthz (restart me)")
+        60.0, gt=0, description="a worker lane that cannot be brought back within this long fails /healthz "
+                                "(restart me)")
 
+    # Batching and the limits on what one request may ask.
     max_batch_size: int = Field(32, ge=1, description="most images stacked into one ONNX Runtime run")
-    max_queue_delay_ms: float = Field(0.0, ge=0, description="how long a batch may wait for more requests (0: only what is already queued)")
+    max_queue_delay_ms: float = Field(
+        0.0, ge=0, description="how long a batch may wait for more requests (0: only what is already queued)")
     max_queue: int = Field(256, ge=1, description="requests waiting per model before new ones get 503 + Retry-After")
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="largest request body accepted (413 beyond)")
-    max_image_pixels: int = Field(40_000_000, gt=0, description="largest width × height decoded (413 beyond, checked before decoding)")
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, description="largest width × height decoded (413 beyond, checked before decoding)")
     max_top_k: int = Field(10, ge=1, description="upper bound of the top_k parameter")
-    allowed_origins: list[str] = Field(default_factory=list, description="CORS origins, JSON list; empty: no CORS headers")
+
+    # HTTP.
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="CORS origins, JSON list; empty: no CORS headers")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     host: str = "127.0.0.1"
     port: int = 8000
 
     @model_validator(mode="after")
-    def _derived(self) -> "Settings":
+    def _derived(self) -> Settings:
         if self.intra_op_threads == 0:
             self.intra_op_threads = max(1, (cores() - 1) // self.inference_workers)
         if min(self.batch_buckets, default=0) < 1:
             raise ValueError("batch_buckets must be positive batch sizes")
         # Every batch the batcher forms fits a bucket, and no bucket is larger than a batch can be.
-        self.batch_buckets = [b for b in sorted(set(self.batch_buckets)) if b < self.max_batch_size] + [self.max_batch_size]
+        smaller = [size for size in sorted(set(self.batch_buckets)) if size < self.max_batch_size]
+        self.batch_buckets = [*smaller, self.max_batch_size]
         return self
 
 

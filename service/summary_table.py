@@ -17,11 +17,14 @@ def _kernel(kernel: list[int] | None, dilation: list[int] | None) -> str:
 
 def render_summary(summary: SummaryResponse) -> str:
     header = ("Layer (type)", "Output shape", "Kernel", "Stride", "Padding", "Param #", "Mult-adds")
-    rows = [(f"{r.name} ({r.type})", _dims(r.output_shape), _kernel(r.kernel, r.dilation), _dims(r.stride), _dims(r.padding),
-             f"{r.params:,}", f"{r.macs:,}") for r in summary.layers]
+    rows = [(f"{r.name} ({r.type})", _dims(r.output_shape), _kernel(r.kernel, r.dilation), _dims(r.stride),
+             _dims(r.padding), f"{r.params:,}", f"{r.macs:,}") for r in summary.layers]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    def line(cells: tuple[str, ...]) -> str:
+        """Text columns left-aligned, numbers right-aligned."""
+        aligned = (c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(aligned).rstrip()
     rule = "=" * len(line(header))
     t = summary.totals
     return "\n".join([

@@ -44,8 +44,9 @@ def image_from_form(content_type: str, body: bytes) -> bytes:
         name = disposition.get(b"name", b"").decode("latin-1")
         if name == FIELD:
             if b"filename" not in disposition and b"filename*" not in disposition:
-                raise InvalidParameter(f"the form field '{FIELD}' must be a file upload (a part with a filename), not a text value")
+                raise InvalidParameter(f"the form field '{FIELD}' must be a file upload (a part with a filename), "
+                                       "not a text value")
             return b"".join(chunks)
         names.append(name)
-    raise InvalidParameter(f"the form has no field '{FIELD}'" + (f" (it has {', '.join(map(repr, names))})" if names else "")
-                           + f"; send the image as the multipart field '{FIELD}'")
+    found = f" (it has {', '.join(map(repr, names))})" if names else ""
+    raise InvalidParameter(f"the form has no field '{FIELD}'{found}; send the image as the multipart field '{FIELD}'")

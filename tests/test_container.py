@@ -44,7 +44,8 @@ def podman_build(tag: str, context: Path, env: dict[str, str], *options: str) ->
 
 def replica_ready(container: str) -> bool:
     """GET /readyz from inside a container that publishes no port."""
-    probe = "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"
+    probe = ("import sys, urllib.request; "
+             "sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)")
     return subprocess.run(["podman", "exec", container, "python3", "-c", probe], capture_output=True).returncode == 0
 
 
@@ -76,7 +77,8 @@ def compose_service():
 
 def test_compose_up_serves_the_shipped_models(compose_service):
     digit = (ROOT / "examples" / "digit_7.png").read_bytes()
-    body = httpx.post(f"{compose_service}/predict?model=mnist_cnn_b", files={"file": ("7.png", digit)}, timeout=30).json()
+    body = httpx.post(f"{compose_service}/predict?model=mnist_cnn_b", files={"file": ("7.png", digit)},
+                      timeout=30).json()
     assert body["predictions"][0]["label"] == "7" and body["provider"] == "CPUExecutionProvider"
     summary = httpx.get(f"{compose_service}/models/mnist_cnn_b/summary", timeout=30).json()
     assert summary["totals"]["total_params"] == 1_199_882
@@ -85,7 +87,8 @@ def test_compose_up_serves_the_shipped_models(compose_service):
 
 
 def image_info(name: str) -> dict:
-    return json.loads(subprocess.run(["podman", "image", "inspect", name], capture_output=True, text=True, check=True).stdout)[0]
+    inspected = subprocess.run(["podman", "image", "inspect", name], capture_output=True, text=True, check=True)
+    return json.loads(inspected.stdout)[0]
 
 
 def test_image_is_small_and_has_no_torch(compose_service):
@@ -95,7 +98,8 @@ def test_image_is_small_and_has_no_torch(compose_service):
     assert size_mb - base_mb < ADDED_LIMIT_MB
     assert info["Config"]["User"] == "app"
     listing = subprocess.run(["podman", "run", "--rm", "cnn-serve:latest", "python3", "-c",
-                              "import importlib.util as u; print(u.find_spec('torch') is None, u.find_spec('onnxruntime') is not None)"],
+                              "import importlib.util as u; "
+                              "print(u.find_spec('torch') is None, u.find_spec('onnxruntime') is not None)"],
                              capture_output=True, text=True, check=True).stdout.split()
     assert listing == ["True", "True"]
 
@@ -124,7 +128,8 @@ def test_replicas_behind_the_load_balancer_share_the_requests(compose_service):
             seen.add(served_by(httpx.get(f"{url}/readyz", timeout=10)))
             time.sleep(0.2)
         digit = (ROOT / "examples" / "digit_7.png").read_bytes()
-        answers = [httpx.post(f"{url}/predict?model=lenet5", files={"file": ("7.png", digit)}, timeout=30) for _ in range(10)]
+        answers = [httpx.post(f"{url}/predict?model=lenet5", files={"file": ("7.png", digit)}, timeout=30)
+                   for _ in range(10)]
         assert [a.json()["predictions"][0]["label"] for a in answers] == ["7"] * 10
         served = Counter(served_by(a) for a in answers)
         assert len(served) == 2 and min(served.values()) >= 3, served  # round-robin: both replicas answered

@@ -21,9 +21,9 @@ def _train(args: argparse.Namespace) -> int:
     from .train import train
 
     base = RECIPES.get(args.arch, TrainConfig(args.arch))
-    overrides = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "patience", "copies", "seed", "threads",
-                                                "label_smoothing", "box_attention")
-                 if getattr(args, k) is not None}
+    options = ("dataset", "epochs", "batch_size", "lr", "patience", "copies", "seed", "threads", "label_smoothing",
+               "box_attention")
+    overrides = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     if args.no_augment:
         overrides["augment"] = False
     config = replace(base, **overrides)
@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per core)")
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (0: none)")
     p.add_argument("--box-attention", type=float,
-                   help="GAP nets on placed digits: weight of the loss term that keeps the CAM inside the digit's box (0: none)")
+                   help="GAP nets on placed digits: weight of the loss term that keeps the CAM inside the digit's box "
+                        "(0: none)")
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     p.add_argument("--out", type=Path, help="run directory (default runs/<arch>)")
     p.set_defaults(func=_train)

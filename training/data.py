@@ -83,7 +83,8 @@ def _contrasting_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
             return background, ink
 
 
-def place_digit(digit: np.ndarray, rng: np.random.Generator, canvas: int = CANVAS) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def place_digit(digit: np.ndarray, rng: np.random.Generator,
+                canvas: int = CANVAS) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """One 28×28 digit onto a noisy coloured canvas; returns the uint8 H×W×3 canvas and the digit's box."""
     size = int(rng.integers(DIGIT_SIZES[0], DIGIT_SIZES[1] + 1))
     alpha_digit = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR), np.float32) / 255
@@ -108,7 +109,7 @@ def placed_digits(split: str, seed: int = DEFAULT_SEED, copies: int = 1, variant
     rng = np.random.default_rng([seed, SPLITS.index(split), copies, variant])
     images, boxes, labels = [], [], []
     for _ in range(copies):
-        for digit, label in zip(digits.images[:, 0], digits.labels):
+        for digit, label in zip(digits.images[:, 0], digits.labels, strict=True):
             canvas, box = place_digit(digit, rng)
             images.append(canvas.transpose(2, 0, 1))
             boxes.append(box)

@@ -39,10 +39,12 @@ def session(path: Path) -> ort.InferenceSession:
 
 
 def logits(model: ort.InferenceSession, inputs: np.ndarray) -> np.ndarray:
-    return np.concatenate([model.run(["logits"], {"input": inputs[i:i + BATCH]})[0] for i in range(0, len(inputs), BATCH)])
+    return np.concatenate([model.run(["logits"], {"input": inputs[i:i + BATCH]})[0]
+                           for i in range(0, len(inputs), BATCH)])
 
 
 def scores(model: ort.InferenceSession, inputs: np.ndarray, labels: np.ndarray) -> tuple[float, list[list[int]]]:
     """Accuracy and confusion matrix (rows: true, columns: predicted)."""
     predicted = logits(model, inputs).argmax(1)
-    return float(accuracy_score(labels, predicted)), confusion_matrix(labels, predicted, labels=range(len(LABELS))).tolist()
+    confusion = confusion_matrix(labels, predicted, labels=range(len(LABELS))).tolist()
+    return float(accuracy_score(labels, predicted)), confusion

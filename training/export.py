@@ -24,11 +24,25 @@ import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
-from torch.fx.experimental.proxy_tensor import make_fx
 from torch.func import functional_call
+from torch.fx.experimental.proxy_tensor import make_fx
 
-from service.manifest import (MODEL_FILE, CamWeights, ExportInfo, FileEntry, GradcamGraph, Heatmaps, InputSpec, Manifest,
-                              Metrics, ModelConfig, Outputs, Summary, TensorSpec, TrainingInfo)
+from service.manifest import (
+    MODEL_FILE,
+    CamWeights,
+    ExportInfo,
+    FileEntry,
+    GradcamGraph,
+    Heatmaps,
+    InputSpec,
+    Manifest,
+    Metrics,
+    ModelConfig,
+    Outputs,
+    Summary,
+    TensorSpec,
+    TrainingInfo,
+)
 
 from . import evaluate
 from .architectures import CNN, get_architecture
@@ -62,13 +76,16 @@ def _conv_input_gradient(grad_output, input, weight, bias_sizes, stride, padding
         return NotImplemented
     extra = [
         size - ((out - 1) * s - 2 * p + d * (k - 1) + 1)
-        for size, out, s, p, d, k in zip(input.shape[2:], grad_output.shape[2:], stride, padding, dilation, weight.shape[2:])
+        for size, out, s, p, d, k in zip(input.shape[2:], grad_output.shape[2:], stride, padding, dilation,
+                                         weight.shape[2:], strict=True)
     ]
-    grad_input = torch.nn.functional.conv_transpose2d(grad_output, weight, None, stride, padding, extra, groups, dilation)
+    grad_input = torch.nn.functional.conv_transpose2d(grad_output, weight, None, stride, padding, extra, groups,
+                                                      dilation)
     return grad_input, None, None
 
 
-def _avg_pool_input_gradient(grad_output, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+def _avg_pool_input_gradient(grad_output, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                             divisor_override):
     """aten.avg_pool2d_backward as a grouped transposed convolution with a constant 1/(kh·kw) kernel."""
     if ceil_mode or not count_include_pad or divisor_override:
         return NotImplemented
@@ -90,12 +107,13 @@ class _HeadGradient(nn.Module):
     def __init__(self, head: nn.Module, features: torch.Tensor, seed: torch.Tensor) -> None:
         super().__init__()
         names = [name for name, _ in head.named_parameters()]
-        self.weights = nn.ParameterList([nn.Parameter(p.detach().clone(), requires_grad=False) for p in head.parameters()])
+        self.weights = nn.ParameterList([nn.Parameter(p.detach().clone(), requires_grad=False)
+                                         for p in head.parameters()])
 
         def gradient(maps: torch.Tensor, class_seed: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
             with torch.enable_grad():
                 maps = maps.detach().requires_grad_(True)
-                logits = functional_call(head, dict(zip(names, weights)), (maps,))
+                logits = functional_call(head, dict(zip(names, weights, strict=True)), (maps,))
                 (grad,) = torch.autograd.grad(logits, maps, grad_outputs=class_seed)
             return grad
 
@@ -115,7 +133,8 @@ def _quiet_exporter() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str]) -> None:
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str],
+            outputs: list[str]) -> None:
     _quiet_exporter()
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
@@ -153,7 +172,8 @@ def stored_parameter_count(path: Path) -> int:
 def write_model_config(model_dir: Path, default_version: str) -> None:
     """``<models>/<name>/config.json``: which version serves requests that name none (Triton keeps
     such per-model settings beside the versions too)."""
-    (model_dir / "config.json").write_text(ModelConfig(default_version=default_version).model_dump_json(indent=1) + "\n")
+    config = ModelConfig(default_version=default_version)
+    (model_dir / "config.json").write_text(config.model_dump_json(indent=1) + "\n")
 
 
 def _verify(name: str, expected: np.ndarray, got: np.ndarray, scale: float = 1.0) -> float:
@@ -174,14 +194,16 @@ def export_model(model: CNN, directory: Path, images: torch.Tensor) -> dict[str,
     # strides would be traced into as_strided ops that have no ONNX form.
     dense = dict(memory_format=torch.contiguous_format)
     sample_maps, sample_seed = features[:2].clone(**dense), seed[:2].clone(**dense)
-    _export(_WithFeatures(model), (images[:2].clone(**dense),), directory / MODEL_FILE, ["input"], ["logits", "features"])
+    _export(_WithFeatures(model), (images[:2].clone(**dense),), directory / MODEL_FILE, ["input"],
+            ["logits", "features"])
     _export(_HeadGradient(model.head, sample_maps, sample_seed), (sample_maps, sample_seed), directory / GRADCAM_FILE,
             ["features", "seed"], ["grad"])
 
     maps = features.clone().requires_grad_(True)
     (reference_grad,) = torch.autograd.grad(model.head(maps), maps, grad_outputs=seed)
     got_logits, got_features = evaluate.session(directory / MODEL_FILE).run(None, {"input": images.numpy()})
-    (got_grad,) = evaluate.session(directory / GRADCAM_FILE).run(None, {"features": features.numpy(), "seed": seed.numpy()})
+    gradient_session = evaluate.session(directory / GRADCAM_FILE)
+    (got_grad,) = gradient_session.run(None, {"features": features.numpy(), "seed": seed.numpy()})
     scale = lambda t: max(float(t.abs().max()), 1e-12)  # noqa: E731
     return {
         "logits": _verify("logits", logits.numpy(), got_logits),
@@ -220,8 +242,8 @@ def served_metrics(manifest: Manifest, graph: Path) -> Metrics:
     model = evaluate.session(graph)
     accuracy, confusion = evaluate.scores(model, evaluate.served_inputs(test.images, manifest), test.labels)
     val_accuracy, _ = evaluate.scores(model, evaluate.served_inputs(val.images, manifest), val.labels)
-    return Metrics(dataset=dataset, split="test", test_size=len(test), test_accuracy=accuracy, val_accuracy=val_accuracy,
-                   confusion_matrix=confusion)
+    return Metrics(dataset=dataset, split="test", test_size=len(test), test_accuracy=accuracy,
+                   val_accuracy=val_accuracy, confusion_matrix=confusion)
 
 
 def _write_version(config: TrainConfig, model: CNN, report: dict[str, Any], images: torch.Tensor,
@@ -252,7 +274,8 @@ def _write_version(config: TrainConfig, model: CNN, report: dict[str, Any], imag
         heatmaps=Heatmaps(layer=model.cam_layer, cam=cam,
                           gradcam_graph=GradcamGraph(file=GRADCAM_FILE, inputs=["features", "seed"], output="grad")),
         # Placeholder metrics until the graph is scored below, through the service's own preprocessing.
-        metrics=Metrics(dataset=config.dataset, split="test", test_size=0, test_accuracy=0, val_accuracy=0, confusion_matrix=[]),
+        metrics=Metrics(dataset=config.dataset, split="test", test_size=0, test_accuracy=0, val_accuracy=0,
+                        confusion_matrix=[]),
         training=TrainingInfo(config=asdict(config), seed=config.seed, best_epoch=report["best_epoch"],
                               epochs_run=report["epochs_run"], duration_s=report["duration_s"], torch=report["torch"]),
         export=ExportInfo(opset=OPSET, onnx=onnx.__version__, onnxruntime=ort.__version__, parity_images=len(images),

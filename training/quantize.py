@@ -11,13 +11,12 @@ for the FC-headed nets is most of the repository's size.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quantize_static)
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from service.manifest import MODEL_FILE, FileEntry, Manifest, Quantization
@@ -71,7 +70,7 @@ def quantize_version(models_dir: Path, name: str, source: str = "1", version: st
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
     if not (directory.parent / "config.json").exists():
-        write_model_config(directory.parent, source)  # int8 is served when asked for; the float version stays the default
+        write_model_config(directory.parent, source)  # int8 when asked for; the float version stays the default
     return result
 
 
@@ -80,25 +79,29 @@ def _check_and_describe(manifest: Manifest, staging: Path, version: str, calibra
     float_accuracy = manifest.metrics.test_accuracy
     drop = float_accuracy - metrics.test_accuracy
     if drop > MAX_ACCURACY_DROP:
-        raise QuantizationRejected(f"{manifest.name}: int8 test accuracy {metrics.test_accuracy:.2%} is {drop * 100:.1f} pt "
-                                   f"below float32's {float_accuracy:.2%} (limit {MAX_ACCURACY_DROP * 100:.1f} pt); not shipped")
+        raise QuantizationRejected(f"{manifest.name}: int8 test accuracy {metrics.test_accuracy:.2%} is "
+                                   f"{drop * 100:.1f} pt below float32's {float_accuracy:.2%} (limit "
+                                   f"{MAX_ACCURACY_DROP * 100:.1f} pt); not shipped")
     stored = stored_parameter_count(staging / MODEL_FILE)
     if stored != manifest.summary.total_params:
-        raise ExportError(f"int8 model.onnx stores {stored} parameters, the float model {manifest.summary.total_params}")
+        raise ExportError(f"int8 model.onnx stores {stored} parameters, the float model "
+                          f"{manifest.summary.total_params}")
     source_version = manifest.version
     gradient = manifest.heatmaps.gradcam_graph
     shared_gradcam = f"../{source_version}/{gradient.file}"
     quantization = Quantization(
         format="QDQ", weights="int8, per output channel", activations="uint8, per tensor",
         calibration=f"min-max over {calibrated_on} {manifest.metrics.dataset} training images, every class",
-        source_version=source_version, source_test_accuracy=float_accuracy, accuracy_drop=drop, onnxruntime=ort.__version__)
+        source_version=source_version, source_test_accuracy=float_accuracy, accuracy_drop=drop,
+        onnxruntime=ort.__version__)
     model_file = staging / MODEL_FILE
     quantized = manifest.model_copy(deep=True, update={
         "version": version, "precision": "int8",
         "description": f"{manifest.description} — int8 (static QDQ) version of v{source_version}",
         "metrics": metrics,
         "export": manifest.export.model_copy(update={"quantization": quantization}),
-        "heatmaps": manifest.heatmaps.model_copy(update={"gradcam_graph": gradient.model_copy(update={"file": shared_gradcam})}),
+        "heatmaps": manifest.heatmaps.model_copy(
+            update={"gradcam_graph": gradient.model_copy(update={"file": shared_gradcam})}),
         "files": {MODEL_FILE: FileEntry(sha256=sha256(model_file), bytes=model_file.stat().st_size),
                   shared_gradcam: manifest.files[gradient.file]},
     })

@@ -128,17 +128,20 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
     if config.box_attention and not (model.supports_cam and config.dataset == "placed"):
         raise ValueError("--box-attention needs a GAP (CAM) architecture and the placed dataset, which has boxes")
 
-    def tensors(split: str, copies: int = 1, variant: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def tensors(split: str, copies: int = 1,
+                variant: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Inputs, labels and (placed digits) boxes of a split."""
         data = load_dataset(config.dataset, split, config.seed, copies, variant)
         if data.images.shape[1] != spec.channels:
             raise ValueError(f"{config.arch} takes {spec.channels}-channel input; dataset {config.dataset!r} "
-                             f"has {data.images.shape[1]} (use --dataset {'placed' if spec.channels == 3 else 'mnist'})")
+                             f"has {data.images.shape[1]} "
+                             f"(use --dataset {'placed' if spec.channels == 3 else 'mnist'})")
         keep = slice(None)
         if split == "train" and config.limit:
             keep = np.linspace(0, len(data.labels) - 1, config.limit).astype(int)  # the split is sorted by class
         boxes = None if data.boxes is None else torch.from_numpy(data.boxes[keep])
-        return to_input(data.images[keep], PREPROCESSING[config.dataset], spec), torch.from_numpy(data.labels[keep]), boxes
+        x = to_input(data.images[keep], PREPROCESSING[config.dataset], spec)
+        return x, torch.from_numpy(data.labels[keep]), boxes
 
     x_train, y_train, train_boxes = tensors("train", config.copies)
     x_val, y_val, _ = tensors("val")
@@ -179,7 +182,8 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         val_loss, val_acc = evaluate(model, x_val, y_val)
         scheduler.step()
-        row = {"epoch": epoch, "loss": loss_sum / seen, "accuracy": correct / seen, "val_loss": val_loss, "val_accuracy": val_acc}
+        row = {"epoch": epoch, "loss": loss_sum / seen, "accuracy": correct / seen, "val_loss": val_loss,
+               "val_accuracy": val_acc}
         result.history.append(row)
         improved = val_loss < best_loss
         if improved:

@@ -24,12 +24,15 @@ async def class_activation_map(
     request: Request,
     name: str,
     engine: EngineDep,
-    class_: Annotated[str | None, Query(alias="class", max_length=64, description="class index or label (default: the top-1 class)",
-                                        examples=["7"])] = None,
-    method: Annotated[str | None, Query(description="heatmap method (default: the model's best: cam where it has a GAP head)",
-                                        json_schema_extra={"enum": list(METHODS)})] = None,
-    format: Annotated[HeatmapFormat, Query(description="json map, png heatmap, or overlay on the image "
-                                                       "(png and overlay: at most overlay_max_side px a side)")] = "json",
+    class_: Annotated[str | None, Query(
+        alias="class", max_length=64, description="class index or label (default: the top-1 class)",
+        examples=["7"])] = None,
+    method: Annotated[str | None, Query(
+        description="heatmap method (default: the model's best: cam where it has a GAP head)",
+        json_schema_extra={"enum": list(METHODS)})] = None,
+    format: Annotated[HeatmapFormat, Query(
+        description="json map, png heatmap, or overlay on the image (png and overlay: at most overlay_max_side px "
+                    "a side)")] = "json",
     opacity: Annotated[float, Query(ge=0, le=1, description="heatmap opacity for format=overlay")] = 0.5,
     version: VersionQuery = None,
 ) -> Response | CamResponse:

@@ -13,7 +13,8 @@ from ..schemas import Health, Readiness
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health, response_model_exclude_none=True, responses={503: {"model": Health, "description": "restart me"}},
+@router.get("/healthz", response_model=Health, response_model_exclude_none=True,
+            responses={503: {"model": Health, "description": "restart me"}},
             summary="The process is alive and can keep its inference workers running")
 async def healthz(engine: EngineDep) -> Response | Health:
     health = liveness(engine)

@@ -23,7 +23,8 @@ def model_info(model: ModelVersion, repository: ModelRepository) -> ModelInfo:
         name=m.name, version=m.version, versions=repository.versions(m.name),
         default_version=repository.default_version(m.name), precision=m.precision, architecture=m.architecture,
         description=m.description,
-        input=InputInfo(channels=m.input.channels, height=m.input.height, width=m.input.width, color=m.preprocessing.color),
+        input=InputInfo(channels=m.input.channels, height=m.input.height, width=m.input.width,
+                        color=m.preprocessing.color),
         labels=m.labels, test_accuracy=m.metrics.test_accuracy, test_dataset=m.metrics.dataset,
         parameters=m.summary.total_params, heatmap_methods=model.methods, heatmap_layer=m.heatmaps.layer,
         providers=model.providers, provider_fallback=model.fallback, status=model.status, error=model.error,
@@ -35,7 +36,8 @@ def summary_response(model: ModelVersion) -> SummaryResponse:
     totals = SummaryTotals(total_params=s.total_params, trainable_params=s.trainable_params,
                            non_trainable_params=s.total_params - s.trainable_params, macs=s.macs,
                            size_bytes=s.size_bytes, onnx_bytes=model.manifest.files[MODEL_FILE].bytes)
-    return SummaryResponse(model=model.name, version=model.version, input_shape=s.input_shape, layers=s.layers, totals=totals)
+    return SummaryResponse(model=model.name, version=model.version, input_shape=s.input_shape, layers=s.layers,
+                           totals=totals)
 
 
 @router.get("", response_model=ModelList, summary="Every model in the repository (each at its default version)")
@@ -55,7 +57,7 @@ async def get_model(request: Request, name: str, repository: RepositoryDep, vers
     **PROBLEM_RESPONSES, 200: {"content": {"application/json": {}, "text/plain": {"example": "Layer (type) ..."}}}},
     summary="Architecture summary: layers, output shapes, parameters, multiply-adds")
 async def get_summary(request: Request, name: str, engine: EngineDep, version: VersionQuery = None,
-                      format: Annotated[Literal["json", "text"], Query(description="json, or a fixed-width text table")] = "json",
-                      ) -> Response | SummaryResponse:
+                      format: Annotated[Literal["json", "text"], Query(
+                          description="json, or a fixed-width text table")] = "json") -> Response | SummaryResponse:
     summary = summary_response(model_for(request, engine, name, version).entry)
     return PlainTextResponse(render_summary(summary)) if format == "text" else summary

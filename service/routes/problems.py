@@ -3,7 +3,8 @@
 from typing import Any
 
 PROBLEM = {"application/problem+json": {"schema": {"type": "object", "properties": {
-    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}}}}}
+    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+    "detail": {"type": "string"}}}}}
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "unknown model (the detail lists the available ones)", "content": PROBLEM},

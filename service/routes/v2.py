@@ -8,7 +8,8 @@ renders the service's exceptions that way.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
@@ -20,8 +21,20 @@ from ..dependencies import EngineDep, ReadinessDep, RepositoryDep, SettingsDep, 
 from ..errors import InvalidParameter, ProblemError
 from ..http_errors import validation_detail
 from ..manifest import Manifest
-from ..openinference import (HEADER_LENGTH, ErrorResponse, InferenceRequest, InferenceResponse, ModelMetadata, RepositoryEntry,
-                             ServerMetadata, TensorMetadata, classification, encode_response, input_tensors, parse_request)
+from ..openinference import (
+    HEADER_LENGTH,
+    ErrorResponse,
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    RepositoryEntry,
+    ServerMetadata,
+    TensorMetadata,
+    classification,
+    encode_response,
+    input_tensors,
+    parse_request,
+)
 
 
 class ProtocolRoute(APIRoute):
@@ -76,15 +89,18 @@ async def repository_index(repository: RepositoryDep) -> list[RepositoryEntry]:
                             reason=m.error or "") for m in repository.all_versions()]
 
 
-@router.get("/models/{name}", response_model=ModelMetadata, responses=ERRORS, summary="Model metadata: inputs and outputs")
-@router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=ERRORS, include_in_schema=False)
+@router.get("/models/{name}", response_model=ModelMetadata, responses=ERRORS,
+            summary="Model metadata: inputs and outputs")
+@router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=ERRORS,
+            include_in_schema=False)
 async def model_metadata(request: Request, name: str, engine: EngineDep, repository: RepositoryDep,
                          version: str | None = None) -> ModelMetadata:
     m = model_for(request, engine, name, version).entry.manifest
     return ModelMetadata(
         name=m.name, versions=repository.versions(m.name), platform="onnxruntime_onnx",
         inputs=[TensorMetadata(name=m.input.name, datatype="FP32", shape=m.input.shape)],
-        outputs=[TensorMetadata(name=t.name, datatype="FP32", shape=t.shape) for t in (m.outputs.logits, m.outputs.features)],
+        outputs=[TensorMetadata(name=t.name, datatype="FP32", shape=t.shape)
+                 for t in (m.outputs.logits, m.outputs.features)],
     )
 
 
@@ -102,7 +118,8 @@ async def model_ready(request: Request, name: str, engine: EngineDep, version: s
                          "optional `outputs` with `classification` / `binary_data` parameters). With the "
                          f"`{HEADER_LENGTH}` header, the JSON header is followed by the binary tensor data.")
 @router.post("/models/{name}/versions/{version}/infer", include_in_schema=False)
-async def infer(request: Request, name: str, engine: EngineDep, settings: SettingsDep, version: str | None = None) -> Response:
+async def infer(request: Request, name: str, engine: EngineDep, settings: SettingsDep,
+                version: str | None = None) -> Response:
     served = model_for(request, engine, name, version)
     manifest = served.entry.manifest
     body = await request.body()
@@ -143,13 +160,14 @@ def _select_outputs(parsed: InferenceRequest, by_name: dict[str, np.ndarray],
     selected = []
     for wanted in parsed.outputs:
         if wanted.name not in by_name:
-            raise InvalidParameter(f"model {manifest.name} has no output {wanted.name!r}; its outputs are {list(by_name)}")
+            raise InvalidParameter(f"model {manifest.name} has no output {wanted.name!r}; "
+                                   f"its outputs are {list(by_name)}")
         array = by_name[wanted.name]
         k = wanted.parameters.get("classification")
         if k is not None:
             if array.ndim != 2 or not isinstance(k, int) or k < 1:
-                raise InvalidParameter(f"classification needs a positive integer on the {manifest.outputs.logits.name!r} "
-                                       f"output; got {k!r} on {wanted.name!r}")
+                raise InvalidParameter(f"classification needs a positive integer on the "
+                                       f"{manifest.outputs.logits.name!r} output; got {k!r} on {wanted.name!r}")
             array = classification(array, min(k, array.shape[1]), manifest.labels)
         selected.append((wanted.name, array, bool(wanted.parameters.get("binary_data", binary_default))))
     return selected

@@ -16,8 +16,9 @@ an entry in METHODS.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -42,14 +43,16 @@ Weights = Callable[[Head, np.ndarray, int], np.ndarray]  # (head, features K×h�
 
 def cam_weights(head: Head, features: np.ndarray, class_index: int) -> np.ndarray:
     assert head.cam_weights is not None  # METHODS offers cam only where the manifest has the weights
-    return head.cam_weights[class_index]
+    weights: np.ndarray = head.cam_weights[class_index]
+    return weights
 
 
 def gradcam_weights(head: Head, features: np.ndarray, class_index: int) -> np.ndarray:
     seed = np.zeros((1, head.classes), np.float32)
     seed[0, class_index] = 1
     gradients = head.head_gradient(features[None], seed)[0]
-    return gradients.mean(axis=(1, 2))
+    alphas: np.ndarray = gradients.mean(axis=(1, 2))
+    return alphas
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ def to_image_space(cam_on_input: np.ndarray, size: tuple[int, int], scale: tuple
 def _jet(levels: int = 1024) -> np.ndarray:
     """The 'jet' colour map (blue → cyan → yellow → red): levels × 3 uint8."""
     x = np.linspace(0, 4, levels)[:, None]
-    return (np.clip(1.5 - np.abs(x - np.array([3.0, 2.0, 1.0])), 0, 1) * 255).round().astype(np.uint8)
+    table: np.ndarray = (np.clip(1.5 - np.abs(x - np.array([3.0, 2.0, 1.0])), 0, 1) * 255).round().astype(np.uint8)
+    return table
 
 
 JET = _jet()

@@ -19,8 +19,19 @@ from ..preprocessing import Prepared, decode, open_image, plan_decode, prepare
 from ..settings import Settings
 from ..uploads import image_from_form
 from . import explain
-from .protocol import (Classified, Classify, Deferred, Explain, Explained, HeatmapArrays, HeatmapPicture, TensorRows,
-                       Upload, UploadRow, Version)
+from .protocol import (
+    Classified,
+    Classify,
+    Deferred,
+    Explain,
+    Explained,
+    HeatmapArrays,
+    HeatmapPicture,
+    TensorRows,
+    Upload,
+    UploadRow,
+    Version,
+)
 from .runtime import Sessions
 
 
@@ -51,7 +62,7 @@ class WorkerModel:
         self._cam_weights = None if cam is None else np.asarray(cam.weights, np.float32)
 
     @classmethod
-    def load(cls, version: Version, settings: Settings, heavy: bool) -> "WorkerModel":
+    def load(cls, version: Version, settings: Settings, heavy: bool) -> WorkerModel:
         """Verified sessions for the version, every batch shape it will see already run once."""
         manifest = version.manifest
         model_file, gradient_file = manifest.graph_files
@@ -101,6 +112,7 @@ class WorkerModel:
         inputs: list[np.ndarray] = []
         rows = 0
         for item in job.items:
+            result: UploadRow | TensorRows
             if isinstance(item, np.ndarray):
                 tensor, result = item, TensorRows(rows, rows + len(item))
             else:
@@ -125,7 +137,8 @@ class WorkerModel:
         run_s = time.perf_counter() - started
         probabilities = softmax(logits)
         wants_features = any(isinstance(result, TensorRows) for result in results)
-        return Classified(results, logits, probabilities, ranking(probabilities), features if wants_features else None, run_s)
+        return Classified(results, logits, probabilities, ranking(probabilities),
+                          features if wants_features else None, run_s)
 
     def explain(self, job: Explain) -> Explained | Deferred:
         """One heatmap in one go: prepare, run, weigh the maps, and encode what the format needs."""

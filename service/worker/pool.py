@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import ServiceUnavailable
 from ..settings import Settings
@@ -42,14 +42,14 @@ class Worker:
     """One worker process and the socket to it. Replies come back in the order the jobs went out."""
 
     def __init__(self, process: subprocess.Popen[bytes], reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 on_exit: Callable[["Worker"], None]) -> None:
+                 on_exit: Callable[[Worker], None]) -> None:
         self.process, self._reader, self._writer = process, reader, writer
         self._waiting: deque[asyncio.Future[Reply]] = deque()
         self._on_exit = on_exit
         self._replies = asyncio.create_task(self._read_replies(), name=f"inference-worker-{process.pid}")
 
     @classmethod
-    async def start(cls, start: Start, on_exit: Callable[["Worker"], None]) -> tuple["Worker", Started]:
+    async def start(cls, start: Start, on_exit: Callable[[Worker], None]) -> tuple[Worker, Started]:
         """A new worker, once it has loaded its versions, and what it loaded."""
         ours, theirs = socket.socketpair()
         with theirs:
@@ -63,7 +63,8 @@ class Worker:
             report = await worker.call(start, timeout)
         except (WorkerLost, TimeoutError):
             worker.kill()
-            raise RuntimeError(f"an inference worker exited or took over {timeout:.0f} s while loading the models") from None
+            raise RuntimeError(f"an inference worker exited or took over {timeout:.0f} s while loading the "
+                               "models") from None
         if not isinstance(report, Started):
             worker.kill()
             raise RuntimeError(f"an inference worker answered its start with {report!r}")
@@ -161,6 +162,10 @@ class WorkerPool:
     def running(self) -> int:
         return sum(worker.alive for worker in self._workers)
 
+    def closing(self) -> bool:
+        """A method, not an attribute: it changes while _restore awaits."""
+        return self._closing
+
     @property
     def healthy(self) -> bool:
         """False once the lane has been short of a worker for longer than worker_restore_s."""
@@ -220,7 +225,7 @@ class WorkerPool:
 
     async def _restore(self) -> None:
         pause = 0.5
-        while not self._closing:
+        while not self.closing():
             try:
                 worker, report = await self._spawn()
             except Exception as exc:  # noqa: BLE001 - keep trying; the lane reports itself unhealthy meanwhile
@@ -228,7 +233,7 @@ class WorkerPool:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue
-            if self._closing:
+            if self.closing():  # closed while this worker was starting
                 await worker.stop()
                 return
             self._add(worker)

@@ -153,4 +153,5 @@ def read_message(stream: BinaryIO) -> object | None:
     header = stream.read(HEADER.size)
     if len(header) < HEADER.size:
         return None
-    return pickle.loads(stream.read(HEADER.unpack(header)[0]))
+    message: object = pickle.loads(stream.read(HEADER.unpack(header)[0]))
+    return message

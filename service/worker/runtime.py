@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import onnxruntime as ort
@@ -54,7 +54,8 @@ def provider_chain(settings: Settings, available: list[str]) -> list[tuple[str, 
         return [(CPU, {})]
     if CUDA not in available:
         raise ProviderUnavailable(f"CNNSERVE_PROVIDERS=cuda, but this ONNX Runtime build has no CUDA provider "
-                                  f"(it has {', '.join(available)}): install onnxruntime-gpu, or set providers to auto or cpu")
+                                  f"(it has {', '.join(available)}): install onnxruntime-gpu, or set providers to "
+                                  "auto or cpu")
     return [(CUDA, cuda_options(settings)), (CPU, {})]
 
 
@@ -107,7 +108,8 @@ def open_session(model: bytes, settings: Settings, options: ort.SessionOptions,
     names, provider_options = [name for name, _ in chain], [opts for _, opts in chain]
     with as_file(model) as path:
         try:
-            session = ort.InferenceSession(path, options, providers=names, provider_options=provider_options, enable_fallback=0)
+            session = ort.InferenceSession(path, options, providers=names, provider_options=provider_options,
+                                           enable_fallback=0)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises RuntimeError subclasses of its own
             if names[0] != CUDA:
                 raise
@@ -148,10 +150,11 @@ class Sessions:
 
     @property
     def providers(self) -> list[str]:
-        return self.model.get_providers()
+        providers: list[str] = self.model.get_providers()
+        return providers
 
     @classmethod
-    def load(cls, model: bytes, gradient: bytes, settings: Settings, heavy: bool = False) -> "Sessions":
+    def load(cls, model: bytes, gradient: bytes, settings: Settings, heavy: bool = False) -> Sessions:
         options = session_options(settings, heavy)
         classifier, fallback = open_session(model, settings, options)
         # The gradient graph goes where the classifier went (its features come from there).
@@ -171,7 +174,8 @@ class Sessions:
         try:
             outputs = session.run(None, feed)
         except Exception as exc:  # noqa: BLE001 - whatever the provider raised: this run's failure, reported as 503
-            raise RunFailed(f"{session.get_providers()[0]} failed the run: {str(exc).strip().splitlines()[0]}") from None
+            provider = session.get_providers()[0]
+            raise RunFailed(f"{provider} failed the run: {str(exc).strip().splitlines()[0]}") from None
         return [output[:rows] for output in outputs]  # padding rows are dropped
 
     def classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

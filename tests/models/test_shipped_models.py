@@ -14,6 +14,8 @@ from training.data import load_dataset
 from training.export import stored_parameter_count
 from training.recipes import RECIPES
 
+pytestmark = pytest.mark.slow
+
 FLOORS = {"lenet5": 0.965, "mnist_cnn_a": 0.97, "mnist_cnn_b": 0.97}
 RGB_FLOOR = 0.95
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import struct
+import json
 import zlib
 
 import numpy as np
@@ -10,25 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from tests.helpers import encode, upload
-
-
-def assert_problem(response, status: int, *words: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status and body["title"] and body["type"]
-    for word in words:
-        assert word.lower() in body["detail"].lower(), body["detail"]
-    return body
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny valid-looking PNG whose header claims width × height pixels (a decompression bomb)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+from tests.helpers import assert_problem, encode, png_chunk, png_declaring, upload
 
 
 @pytest.fixture
@@ -37,7 +19,8 @@ def digit() -> bytes:
 
 
 def test_not_an_image(client):
-    assert_problem(client.post("/predict", files=upload(b"%PDF-1.7 not an image", "a.pdf", "application/pdf")), 415, "not an image", "PNG")
+    pdf = upload(b"%PDF-1.7 not an image", "a.pdf", "application/pdf")
+    assert_problem(client.post("/predict", files=pdf), 415, "not an image", "PNG")
 
 
 def test_unaccepted_image_format(client):
@@ -72,8 +55,10 @@ def test_upload_over_the_size_limit(settings):
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"n.png\"\r\n"
                 f"Content-Type: image/png\r\n\r\n").encode() + encode(noise) + f"\r\n--{boundary}--\r\n".encode()
         chunks = (body[i:i + 4096] for i in range(0, len(body), 4096))
-        response = client.post("/predict", content=chunks, headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        form = {"content-type": f"multipart/form-data; boundary={boundary}"}
+        response = client.post("/predict", content=chunks, headers=form)
         assert_problem(response, 413, "limit")
+        assert response.headers["connection"] == "close"  # the rest of the body is not read
         # A small upload still works on the same app.
         assert client.post("/predict", files=upload(encode(np.zeros((28, 28), np.uint8)))).status_code == 200
 
@@ -85,10 +70,16 @@ def test_unknown_model_lists_the_available_ones(client, digit):
     assert_problem(client.get("/models/resnet1000/summary"), 404)
 
 
-def test_bad_class(client, digit):
-    assert_problem(client.post("/models/lenet5/cam?class=10", files=upload(digit)), 422, "class")
-    assert_problem(client.post("/models/lenet5/cam?class=seven", files=upload(digit)), 422, "class")
-    assert_problem(client.post("/models/lenet5/cam?class=-1", files=upload(digit)), 422, "class")
+@pytest.mark.parametrize("value", ["10", "seven", "-1", "--1", "²", "٣", "3.0", "9" * 5000])
+def test_bad_class(client, digit, value):
+    assert_problem(client.post("/models/lenet5/cam", params={"class": value}, files=upload(digit)), 422, "class")
+
+
+def test_a_bad_class_is_refused_before_the_upload_is_read_or_a_model_runs(client):
+    before = client.get("/metrics").text.count('model_inference_seconds_count{graph="explain"')
+    response = client.post("/models/lenet5/cam?class=11", files=upload(b""))  # an empty upload would be its own 422
+    assert_problem(response, 422, "class must be an index")
+    assert client.get("/metrics").text.count('model_inference_seconds_count{graph="explain"') == before
 
 
 def test_cam_on_a_net_without_gap(client, digit):
@@ -103,6 +94,25 @@ def test_bad_parameters(client, digit):
     assert_problem(client.post("/models/lenet5/cam?method=lime", files=upload(digit)), 422, "method")
 
 
+@pytest.mark.parametrize("chunk", [
+    png_chunk(b"pHYs", b"\x01"),  # shorter than the 9 bytes it must hold
+    png_chunk(b"gAMA", b"\x01"),
+    png_chunk(b"sRGB", b""),
+    png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * 2_000_000)),  # text inflating past Pillow's 1 MB cap
+    png_chunk(b"iCCP", b"p\x00\x00" + zlib.compress(b"a" * 2_000_000)),
+])
+def test_poisoned_png_chunks_are_the_uploads_own_422(client, chunk):
+    assert_problem(client.post("/predict", files=upload(png_declaring(8, 8, chunk))), 422)
+
+
+def test_a_multipart_boundary_over_256_characters_is_a_422(client, digit):
+    boundary = "b" * 300
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.png\"\r\n\r\n").encode() \
+        + digit + f"\r\n--{boundary}--\r\n".encode()
+    form = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    assert_problem(client.post("/predict", content=body, headers=form), 422, "multipart")
+
+
 def test_wrong_form_field(client, digit):
     assert_problem(client.post("/predict", files={"image": ("d.png", digit, "image/png")}), 422, "file")
     assert_problem(client.post("/predict", data={"file": "not a file"}), 422, "file")
@@ -112,3 +122,16 @@ def test_wrong_form_field(client, digit):
 def test_unknown_route_and_method(client):
     assert_problem(client.get("/nothing-here"), 404)
     assert client.get("/predict").status_code == 405
+
+
+@pytest.mark.parametrize("body, headers, message", [
+    (b"{}", {"Inference-Header-Content-Length": "²".encode("latin-1")}, "Inference-Header-Content-Length"),
+    (json.dumps({"inputs": [{"name": "input", "shape": [2**32, 2**32], "datatype": "FP32", "data": []}]}).encode(), {},
+     "values"),
+    (json.dumps({"inputs": [{"name": "input", "shape": [1] * 65, "datatype": "FP32", "data": [0]}]}).encode(), {},
+     "dimensions"),
+    (b"[" * 50_000 + b"]" * 50_000, {}, "nested too deeply"),
+])
+def test_hostile_open_inference_protocol_requests_are_400(client, body, headers, message):
+    response = client.post("/v2/models/lenet5/infer", content=body, headers=headers)
+    assert response.status_code == 400 and message in response.json()["error"]

@@ -25,7 +25,8 @@ LENET = MODELS / "lenet5" / "1"
 @pytest.fixture(scope="module")
 def lenet(settings) -> WorkerModel:
     """lenet5 as an inference worker holds it, here in the test's own process."""
-    return WorkerModel.load(Version(LENET, Manifest.model_validate_json((LENET / "manifest.json").read_text())), settings, heavy=False)
+    manifest = Manifest.model_validate_json((LENET / "manifest.json").read_text())
+    return WorkerModel.load(Version(LENET, manifest), settings, heavy=False)
 
 
 def single(x: np.ndarray) -> list[np.ndarray]:
@@ -40,7 +41,8 @@ def rows_of(reply: Classified) -> list:
             out.append(item)
         else:
             part = slice(item.start, item.stop) if isinstance(item, TensorRows) else slice(item.row, item.row + 1)
-            out.append((reply.logits[part], None if reply.features is None else reply.features[part], reply.ranking[part]))
+            features = None if reply.features is None else reply.features[part]
+            out.append((reply.logits[part], features, reply.ranking[part]))
     return out
 
 
@@ -65,7 +67,7 @@ def test_batched_rows_equal_single_runs(lenet):
 
     results = asyncio.run(scenario())
     assert max(sizes) > 1 and max(sizes) <= 8 and sum(sizes) == 12
-    for x, (logits, features, order) in zip(inputs, results):
+    for x, (logits, features, order) in zip(inputs, results, strict=True):
         single_logits, single_features = single(x)
         np.testing.assert_allclose(logits, single_logits, atol=1e-5)
         np.testing.assert_allclose(features, single_features, atol=1e-5)
@@ -101,7 +103,7 @@ def test_multi_image_requests_and_a_failing_input_share_batches_correctly(lenet,
     reply = lenet.classify(Classify(("lenet5", "1"), (digit,), True))
     assert reply.features is None and isinstance(reply.items[0], UploadRow)  # uploads alone: no feature maps sent
     assert max(rows_per_run) <= 6 and sum(rows_per_run) == 17 and len(rows_per_run) < len(tensors) + 1
-    for tensor, (logits, _, _) in zip(tensors, results):
+    for tensor, (logits, _, _) in zip(tensors, results, strict=True):
         assert logits.shape == (len(tensor), 10)
         np.testing.assert_allclose(logits, single(tensor)[0], atol=1e-5)
 
@@ -147,13 +149,15 @@ def test_bad_requests_inside_a_batch_of_good_ones(settings, mnist_test):
 
         responses = client.portal.call(burst)
         good, bad = responses[:10], responses[10:]
-        for response, predictions in zip(good, expected):
+        for response, predictions in zip(good, expected, strict=True):
             assert response.status_code == 200
             got = response.json()["predictions"]
             assert [p["index"] for p in got] == [p["index"] for p in predictions]
-            assert all(abs(a["probability"] - b["probability"]) < 1e-5 for a, b in zip(got, predictions))
+            assert all(abs(a["probability"] - b["probability"]) < 1e-5 for a, b in zip(got, predictions, strict=True))
         assert all(r.status_code == 415 for r in bad)
         metrics = client.get("/metrics").text
-        batched = [line for line in metrics.splitlines() if line.startswith('model_batch_size_bucket{le="1.0",model="lenet5"}')]
-        total = [line for line in metrics.splitlines() if line.startswith('model_batch_size_count{model="lenet5"}')]
-        assert float(batched[0].split()[-1]) < float(total[0].split()[-1])  # some runs held more than one image
+        def count(prefix: str) -> float:
+            return float(next(line for line in metrics.splitlines() if line.startswith(prefix)).split()[-1])
+
+        single = count('model_batch_size_bucket{le="1.0",model="lenet5"}')
+        assert single < count('model_batch_size_count{model="lenet5"}')  # some runs held more than one image

@@ -13,9 +13,8 @@ from PIL import Image
 
 from service.manifest import Manifest
 from service.preprocessing import prepare
-from tests.helpers import ARTIFACTS, MODELS, SHIPPED, encode, manifest, upload, decoded
+from tests.helpers import ARTIFACTS, MODELS, SHIPPED, decoded, encode, manifest, upload
 from training.export import load_exported
-
 
 
 def torch_heatmap(model: torch.nn.Module, batch: np.ndarray, class_index: int, method: str) -> np.ndarray:
@@ -63,7 +62,8 @@ def test_heatmaps_equal_the_torch_reference(client, mnist_test, placed_test, nam
 
 def test_default_method_is_the_best_supported(client, placed_test, mnist_test):
     assert client.post("/models/cam_net/cam", files=upload(encode(placed_test.images[0]))).json()["method"] == "cam"
-    assert client.post("/models/lenet5/cam", files=upload(encode(mnist_test.images[0, 0]))).json()["method"] == "gradcam"
+    digit = upload(encode(mnist_test.images[0, 0]))
+    assert client.post("/models/lenet5/cam", files=digit).json()["method"] == "gradcam"
 
 
 def test_png_and_overlay_formats(client, placed_test):
@@ -74,8 +74,12 @@ def test_png_and_overlay_formats(client, placed_test):
         assert response.headers["x-class-index"] == "2" and response.headers["x-method"] == "cam"
         picture = Image.open(io.BytesIO(response.content))
         assert picture.size == (200, 150) and picture.mode == "RGB"  # the input image's own size
-    plain = np.asarray(Image.open(io.BytesIO(client.post("/models/cam_net/cam?format=png", files=upload(encode(canvas))).content)))
-    faint = np.asarray(Image.open(io.BytesIO(client.post("/models/cam_net/cam?format=overlay&opacity=0", files=upload(encode(canvas))).content)))
+
+    def picture(query: str) -> np.ndarray:
+        answer = client.post(f"/models/cam_net/cam?{query}", files=upload(encode(canvas)))
+        return np.asarray(Image.open(io.BytesIO(answer.content)))
+
+    plain, faint = picture("format=png"), picture("format=overlay&opacity=0")
     assert np.abs(faint.astype(int) - canvas.astype(int)).max() <= 1  # opacity 0: the image itself
     assert not np.array_equal(plain, faint)
 
@@ -85,7 +89,7 @@ def localisation_rates(client, name: str, placed_test, count: int) -> dict[str, 
     inside the digit's box; that pixel at most one feature cell away from the box (the pointing game's
     tolerance, scaled to the map); and the peak cell of the map at its own resolution overlapping the box."""
     pixel = near = cell = 0
-    for image, (x0, y0, x1, y1) in zip(placed_test.images[:count], placed_test.boxes[:count]):
+    for image, (x0, y0, x1, y1) in zip(placed_test.images[:count], placed_test.boxes[:count], strict=True):
         body = client.post(f"/models/{name}/cam", files=upload(encode(image))).json()
         heat = np.array(body["heatmap_input"])
         y, x = np.unravel_index(int(heat.argmax()), heat.shape)

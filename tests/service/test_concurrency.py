@@ -6,17 +6,21 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
-from tests.helpers import encode
-from tests.service.test_bad_input import png_declaring
+from tests.helpers import encode, png_declaring
+
+pytestmark = pytest.mark.slow
 
 
 def test_mixed_concurrent_requests_are_all_answered_correctly(server_url, mnist_test, placed_test):
     digits = [encode(mnist_test.images[i, 0]) for i in range(0, 500, 25)]
     canvases = [encode(placed_test.images[i]) for i in range(0, 500, 50)]
     with httpx.Client(base_url=server_url, timeout=60) as client:  # answers from a quiet server
-        expected_digit = [client.post("/predict?model=lenet5", files={"file": ("d.png", d)}).json()["predictions"][0]["label"] for d in digits]
-        expected_canvas = [client.post("/models/cam_net/cam", files={"file": ("c.png", c)}).json()["class_index"] for c in canvases]
+        expected_digit = [client.post("/predict?model=lenet5", files={"file": ("d.png", d)}).json()["predictions"][0][
+            "label"] for d in digits]
+        expected_canvas = [client.post("/models/cam_net/cam", files={"file": ("c.png", c)}).json()["class_index"]
+                           for c in canvases]
 
     kinds = ["digit", "canvas", "text", "empty", "bomb", "unknown_model", "bad_class"]
     rng = random.Random(0)
@@ -31,10 +35,12 @@ def test_mixed_concurrent_requests_are_all_answered_correctly(server_url, mnist_
             if kind == "canvas":
                 r = client.post("/models/cam_net/cam", files={"file": ("c.png", canvases[i])})
                 body = r.json()
-                return kind, r.status_code, body["class_index"] == expected_canvas[i] and len(body["heatmap"]) == body["feature_size"][0]
+                right = body["class_index"] == expected_canvas[i] and len(body["heatmap"]) == body["feature_size"][0]
+                return kind, r.status_code, right
             payload = {"text": b"hello, not an image", "empty": b"", "bomb": png_declaring(60_000, 60_000),
                        "unknown_model": digits[0], "bad_class": digits[0]}[kind]
-            path = {"unknown_model": "/predict?model=nope", "bad_class": "/models/lenet5/cam?class=99"}.get(kind, "/predict")
+            paths = {"unknown_model": "/predict?model=nope", "bad_class": "/models/lenet5/cam?class=99"}
+            path = paths.get(kind, "/predict")
             r = client.post(path, files={"file": ("x", payload)})
             return kind, r.status_code, r.headers["content-type"] == "application/problem+json"
 

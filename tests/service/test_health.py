@@ -44,7 +44,8 @@ def test_metrics_count_requests_by_route_model_and_status(client, mnist_test):
     text = client.get("/metrics").text
     assert 'http_requests_total{method="POST",model="lenet5",route="/predict",status="200"}' in text
     assert 'http_requests_total{method="POST",model="lenet5",route="/predict",status="422"}' in text
-    assert 'http_request_duration_seconds_bucket{le="0.5",method="POST",model="lenet5",route="/predict",status="200"}' in text
+    assert ('http_request_duration_seconds_bucket{le="0.5",method="POST",model="lenet5",route="/predict",'
+            'status="200"}') in text
     assert 'model_inference_seconds_count{graph="model",model="lenet5"}' in text
     assert 'model_inference_seconds_count{graph="explain",model="cam_net"}' in text
     assert 'model_batch_size_count{model="lenet5"}' in text

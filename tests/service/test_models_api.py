@@ -1,10 +1,11 @@
-"""GET /models, /models/{name} and the architecture summaries, against the course material's parameter counts and the ONNX files."""
+"""GET /models, /models/{name} and the architecture summaries, against the course material's parameter counts
+and the ONNX files."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.helpers import MODELS, MATERIAL_TOTALS, SHIPPED, VERSIONS, manifest
+from tests.helpers import MATERIAL_TOTALS, MODELS, SHIPPED, VERSIONS, manifest
 from training.export import stored_parameter_count
 
 

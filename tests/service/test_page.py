@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ARTIFACTS, ROOT, MATERIAL_TOTALS
+from tests.helpers import ARTIFACTS, MATERIAL_TOTALS, ROOT
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXAMPLES = ROOT / "examples"
@@ -99,7 +101,8 @@ def test_a_non_image_shows_a_clear_error(page, tmp_path):
 def test_an_int8_version_can_be_picked(page):
     """Every version is pickable, and says what it is; the answer comes from the version picked."""
     page.wait_for_selector("#version option[value='2']", state="attached")
-    assert "int8" in page.inner_text("#version option[value='2']") and "float32" in page.inner_text("#version option[value='1']")
+    assert "int8" in page.inner_text("#version option[value='2']")
+    assert "float32" in page.inner_text("#version option[value='1']")
     page.select_option("#version", "2")
     assert "Version 2 (int8)" in page.inner_text("#model-info")
     page.set_input_files("#file", str(EXAMPLES / "digit_7.png"))

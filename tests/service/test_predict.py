@@ -27,7 +27,8 @@ def test_mnist_models_classify_real_digits(client, mnist_test, model):
         assert not body["inverted"]
         # The same digit as a person would scan it: dark ink on white paper, larger, as JPEG.
         page = Image.fromarray(255 - digit).resize((140, 140), Image.Resampling.BICUBIC)
-        body = client.post(f"/predict?model={model}", files=upload(encode(np.asarray(page), "JPEG"), "d.jpg", "image/jpeg")).json()
+        scan = upload(encode(np.asarray(page), "JPEG"), "d.jpg", "image/jpeg")
+        body = client.post(f"/predict?model={model}", files=scan).json()
         dark_right += body["predictions"][0]["label"] == label
         assert body["inverted"]
     assert light_right / len(picks) >= 0.95
@@ -38,8 +39,8 @@ def test_mnist_models_classify_real_digits(client, mnist_test, model):
 def test_rgb_models_classify_placed_digits(client, placed_test, model):
     picks = ten_per_class(placed_test.labels)
     right = sum(
-        client.post(f"/predict?model={model}", files=upload(encode(placed_test.images[i]))).json()["predictions"][0]["label"]
-        == str(placed_test.labels[i])
+        client.post(f"/predict?model={model}", files=upload(encode(placed_test.images[i]))).json()["predictions"][0][
+            "label"] == str(placed_test.labels[i])
         for i in picks
     )
     assert right / len(picks) >= 0.9
@@ -62,10 +63,12 @@ def test_default_model_and_top_k(client, settings, mnist_test):
     assert body["model"] == settings.default_model and len(body["predictions"]) == 2
 
 
-@pytest.mark.parametrize("fmt,mime", [("BMP", "image/bmp"), ("WEBP", "image/webp"), ("GIF", "image/gif"), ("JPEG", "image/jpeg")])
+@pytest.mark.parametrize("fmt,mime", [("BMP", "image/bmp"), ("WEBP", "image/webp"), ("GIF", "image/gif"),
+                                      ("JPEG", "image/jpeg")])
 def test_accepted_formats(client, mnist_test, fmt, mime):
     index = int(np.flatnonzero(mnist_test.labels == 3)[0])
-    body = client.post("/predict?model=lenet5", files=upload(encode(mnist_test.images[index, 0], fmt), f"d.{fmt.lower()}", mime)).json()
+    image = upload(encode(mnist_test.images[index, 0], fmt), f"d.{fmt.lower()}", mime)
+    body = client.post("/predict?model=lenet5", files=image).json()
     assert body["predictions"][0]["label"] == "3"
 
 
@@ -73,7 +76,8 @@ def test_gif_uses_the_first_frame(client, mnist_test):
     import io
 
     def label_of(data: bytes, mime: str = "image/png") -> str:
-        return client.post("/predict?model=mnist_cnn_b", files=upload(data, "f", mime)).json()["predictions"][0]["label"]
+        answer = client.post("/predict?model=mnist_cnn_b", files=upload(data, "f", mime)).json()
+        return answer["predictions"][0]["label"]
 
     first, second = (mnist_test.images[int(np.flatnonzero(mnist_test.labels == d)[0]), 0] for d in (7, 1))
     assert label_of(encode(first)) != label_of(encode(second))
@@ -92,7 +96,8 @@ def test_exif_orientation_is_applied(client, mnist_test):
         return buffer.getvalue()
 
     def label_of(data: bytes) -> str:
-        return client.post("/predict?model=mnist_cnn_b", files=upload(data, "p.jpg", "image/jpeg")).json()["predictions"][0]["label"]
+        answer = client.post("/predict?model=mnist_cnn_b", files=upload(data, "p.jpg", "image/jpeg")).json()
+        return answer["predictions"][0]["label"]
 
     sevens = np.flatnonzero(mnist_test.labels == 7)[:10]
     uprights = [Image.fromarray(255 - mnist_test.images[i, 0]).resize((112, 112)) for i in sevens]

@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException
 from service.manifest import Manifest
 from service.postprocessing import softmax
 from service.preprocessing import prepare
-from tests.helpers import MODELS, VERSIONS, encode, manifest, upload, decoded
+from tests.helpers import MODELS, VERSIONS, decoded, encode, manifest, upload
 
 
 def sample_images(name: str, mnist_test, placed_test) -> list[bytes]:
@@ -45,7 +45,8 @@ def test_server_health_metadata_and_repository_index(triton_client):
 
 
 @pytest.mark.parametrize("name, version", VERSIONS)
-def test_every_model_answers_json_and_binary_like_predict(triton_client, server_url, mnist_test, placed_test, name, version):
+def test_every_model_answers_json_and_binary_like_predict(triton_client, server_url, mnist_test, placed_test, name,
+                                                          version):
     assert triton_client.is_model_ready(name) and triton_client.is_model_ready(name, version)
     meta = triton_client.get_model_metadata(name, version)
     expected_input = manifest(name)["input"]["shape"]
@@ -55,7 +56,8 @@ def test_every_model_answers_json_and_binary_like_predict(triton_client, server_
     images = sample_images(name, mnist_test, placed_test)
     batch = model_input(name, images, version)
     with httpx.Client(base_url=server_url, timeout=60) as http:
-        predicted = [http.post(f"/predict?model={name}&version={version}&top_k=10", files=upload(d)).json()["predictions"]
+        predicted = [http.post(f"/predict?model={name}&version={version}&top_k=10", files=upload(d)).json()[
+            "predictions"]
                      for d in images]
     expected = np.array([[p["probability"] for p in sorted(rows, key=lambda p: p["index"])] for rows in predicted])
 
@@ -66,7 +68,8 @@ def test_every_model_answers_json_and_binary_like_predict(triton_client, server_
                    triton.InferRequestedOutput("features", binary_data=binary)]
         result = triton_client.infer(name, [tensor], model_version=version, outputs=outputs)
         logits = result.as_numpy("logits")
-        assert logits.shape == (3, 10) and result.as_numpy("features").shape == (3, *manifest(name)["outputs"]["features"]["shape"][1:])
+        features_shape = (3, *manifest(name)["outputs"]["features"]["shape"][1:])
+        assert logits.shape == (3, 10) and result.as_numpy("features").shape == features_shape
         np.testing.assert_allclose(softmax(logits), expected, atol=1e-5)
 
     top = triton.InferRequestedOutput("logits", binary_data=True, class_count=2)
@@ -109,7 +112,8 @@ ONE = {"name": "input", "shape": [1, 1, 32, 32], "datatype": "FP32", "data": [0.
     ({"inputs": [{**ONE, "data": [float("nan")] * 1024}]}, 400, "NaN or infinite"),
     ({"inputs": [{**ONE, "shape": [40, 1, 32, 32], "data": [0.0] * 40 * 1024}]}, 400, "1 <= N <= 32"),
     ({"inputs": [ONE], "outputs": [{"name": "probabilities"}]}, 400, "no output 'probabilities'"),
-    ({"inputs": [ONE], "outputs": [{"name": "features", "parameters": {"classification": 3}}]}, 400, "classification needs"),
+    ({"inputs": [ONE], "outputs": [{"name": "features", "parameters": {"classification": 3}}]}, 400,
+     "classification needs"),
     ({"inputs": []}, 400, "protocol's shape"),
     (b"{not json", 400, "not valid JSON"),
 ])
@@ -122,7 +126,8 @@ def test_bad_infer_requests(client, body, status, message):
 def test_bad_binary_header_and_unknown_model(client):
     response = infer_json(client, "lenet5", b'{"inputs": []}', {"Inference-Header-Content-Length": "999"})
     assert response.status_code == 400 and "Inference-Header-Content-Length" in response.json()["error"]
-    header = json.dumps({"inputs": [{**{k: v for k, v in ONE.items() if k != "data"}, "parameters": {"binary_data_size": 4096}}]}).encode()
+    described = {k: v for k, v in ONE.items() if k != "data"}
+    header = json.dumps({"inputs": [{**described, "parameters": {"binary_data_size": 4096}}]}).encode()
     short = infer_json(client, "lenet5", header + b"\0" * 100, {"Inference-Header-Content-Length": str(len(header))})
     assert short.status_code == 400 and "binary_data_size 4096" in short.json()["error"]
     missing = infer_json(client, "nope", {"inputs": [ONE]})
@@ -139,7 +144,7 @@ def test_json_infer_batches_rows_like_single_requests(client, mnist_test):
     out = response.json()["outputs"][0]
     assert out["name"] == "logits" and out["shape"] == [4, 10] and out["datatype"] == "FP32"
     together = np.array(out["data"], np.float32).reshape(4, 10)
-    for row, single in zip(together, batch):
+    for row, single in zip(together, batch, strict=True):
         alone = infer_json(client, "lenet5", {"inputs": [{**body["inputs"][0], "shape": [1, 1, 32, 32],
                                                           "data": single.reshape(-1).tolist()}]}).json()
         logits = next(o for o in alone["outputs"] if o["name"] == "logits")

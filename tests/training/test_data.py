@@ -19,7 +19,8 @@ def test_splits_are_disjoint_stratified_and_deterministic():
     assert [len(splits[s]) for s in ("train", "val", "test")] == [3999, 501, 500]
     assert not set(splits["train"]) & set(splits["test"]) and not set(splits["val"]) & set(splits["test"])
     assert np.bincount(labels[splits["test"]]).tolist() == [50] * 10
-    assert all(np.array_equal(a, b) for a, b in zip(splits.values(), split_indices(labels, seed=0).values()))
+    again = split_indices(labels, seed=0).values()
+    assert all(np.array_equal(a, b) for a, b in zip(splits.values(), again, strict=True))
     assert not np.array_equal(splits["test"], split_indices(labels, seed=1)["test"])
 
 
@@ -33,7 +34,7 @@ def test_placed_digits_are_deterministic_and_boxes_hold_the_digit():
     assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= 64).all() and (y1 <= 64).all()
     assert ((x1 - x0) >= 1).all() and ((x1 - x0) <= 36).all() and ((y1 - y0) >= 8).all() and ((y1 - y0) <= 36).all()
     # The digit's ink is inside its box: the box differs from the background far more than outside it.
-    for image, (bx0, by0, bx1, by1) in zip(a.images[:50].astype(float), a.boxes[:50]):
+    for image, (bx0, by0, bx1, by1) in zip(a.images[:50].astype(float), a.boxes[:50], strict=True):
         background = np.median(image.reshape(3, -1), axis=1)[:, None, None]
         distance = np.abs(image - background).sum(0)
         inside = distance[by0:by1, bx0:bx1].max()

@@ -20,6 +20,8 @@ from training.architectures import create_model
 from training.summary import summarize
 from training.train import TrainConfig, train
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("arch", ["lenet5", "resnet_small"])  # conv + avg-pool head; GAP head
 def test_export_round_trip(tmp_path, arch):
@@ -83,14 +85,16 @@ def test_a_fresh_export_is_served_through_the_repository(tiny_export, settings, 
     image = placed_test.images[7]
     expected = evaluate.logits(evaluate.session(models / "tiny_cam" / "3" / "model.onnx"),
                                evaluate.served_inputs(image[None], manifest))[0]
-    with TestClient(create_app(settings.model_copy(update={"model_dir": models, "default_model": "tiny_cam"}))) as client:
+    app = create_app(settings.model_copy(update={"model_dir": models, "default_model": "tiny_cam"}))
+    with TestClient(app) as client:
         assert client.get("/readyz").json()["ready"] is True
         info = client.get("/models/tiny_cam").json()
         assert info["status"] == "ready" and info["version"] == "3" and info["heatmap_methods"] == ["cam", "gradcam"]
         body = client.post("/predict?top_k=10", files=upload(encode(image))).json()
         probabilities = np.exp(expected - expected.max()) / np.exp(expected - expected.max()).sum()
         assert [p["index"] for p in body["predictions"]] == list(np.argsort(-probabilities, kind="stable"))
-        np.testing.assert_allclose([p["probability"] for p in body["predictions"]], np.sort(probabilities)[::-1], atol=1e-6)
+        got = [p["probability"] for p in body["predictions"]]
+        np.testing.assert_allclose(got, np.sort(probabilities)[::-1], atol=1e-6)
         assert client.post("/models/tiny_cam/cam", files=upload(encode(image))).json()["method"] == "cam"
 
 

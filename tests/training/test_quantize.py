@@ -12,6 +12,8 @@ from tests.helpers import MODELS
 from training import quantize
 from training.export import stored_parameter_count
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def repository(tmp_path):

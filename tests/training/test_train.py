@@ -14,7 +14,8 @@ from training.train import TrainConfig, cam_box_loss, to_input, train
 def test_one_epoch_on_a_slice_lowers_the_loss(tmp_path):
     config = TrainConfig("mnist_cnn_a", "mnist", epochs=1, batch_size=32, limit=640, augment=False, threads=2)
     data = mnist_digits("val")
-    x, y = to_input(data.images, PREPROCESSING["mnist"], create_model("mnist_cnn_a").input_spec), torch.from_numpy(data.labels)
+    x = to_input(data.images, PREPROCESSING["mnist"], create_model("mnist_cnn_a").input_spec)
+    y = torch.from_numpy(data.labels)
     torch.manual_seed(config.seed)
     untrained = create_model("mnist_cnn_a").eval()
     with torch.no_grad():

@@ -8,8 +8,8 @@ the type is what lets export write the feature maps as a second output and the G
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

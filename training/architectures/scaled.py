@@ -5,10 +5,10 @@ strided first convolution and overlapping max pooling (Krizhevsky et al. 2012), 
 convolutions with channels doubling as pooling halves the maps (Simonyan & Zisserman 2014), ResNet's
 residual blocks with 1×1 projection shortcuts (He et al. 2015), Inception's parallel 1×1 / 3×3 / 5×5 /
 pool branches with 1×1 bottlenecks (Szegedy et al. 2014), and the CAM network's conv stack → global
-average pooling → one linear layer (Zhou et al. 2016), all
-on 64×64 RGB placed-digit canvases. Each starts with a parameter-free per-image standardisation, so
-the ONNX graph carries it and the service only scales pixels to [0, 1]. No batch norm anywhere: at these depths Adam trains without it,
-and it keeps every parameter a plain ONNX initializer (the summary counts must match the file).
+average pooling → one linear layer (Zhou et al. 2016), all on 64×64 RGB placed-digit canvases. Each
+starts with a parameter-free per-image standardisation, so the ONNX graph carries it and the service only
+scales pixels to [0, 1]. No batch norm anywhere: at these depths Adam trains without it, and it keeps
+every parameter a plain ONNX initializer (the summary counts must match the file).
 """
 
 import torch

@@ -35,17 +35,22 @@ def replaced(lane: WorkerPool, pid: int) -> bool:
     return lane.running == lane.count and pid not in lane.pids
 
 
+def ready(url: str) -> bool:
+    return httpx.get(f"{url}/readyz").status_code == 200
+
+
 def test_a_worker_killed_while_idle_is_replaced_without_any_request(settings):
     with TestClient(create_app(settings.model_copy(update={"default_model": "lenet5"}))) as client:
         for lane in client.app.state.engine.lanes:
             [pid] = lane.pids
             os.kill(pid, signal.SIGKILL)
-            assert wait_for(lambda: replaced(lane, pid), 2.0) < 2.0  # noticed at once, not at the next request
+            assert wait_for(lambda lane=lane, pid=pid: replaced(lane, pid), 2.0) < 2.0  # noticed at once, not later
         assert client.get("/readyz").status_code == 200
         answered = client.post("/predict", files=upload(DIGIT))
         assert answered.status_code == 200 and answered.json()["predictions"][0]["label"] == "7"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_kills_under_load_cost_only_the_jobs_in_flight(settings, loop):
     """Three kills of the ordinary worker during 6 s of load from 8 clients, on each event loop."""
@@ -70,7 +75,7 @@ def test_kills_under_load_cost_only_the_jobs_in_flight(settings, loop):
             time.sleep(1.5)
             [pid] = lane.pids
             os.kill(pid, signal.SIGKILL)
-            recoveries.append(wait_for(lambda: replaced(lane, pid) and httpx.get(f"{url}/readyz").status_code == 200, 5))
+            recoveries.append(wait_for(lambda pid=pid: replaced(lane, pid) and ready(url), 5))
         time.sleep(1)
         stop.set()
         for thread in threads:
@@ -112,4 +117,5 @@ def test_a_lane_that_cannot_be_restored_fails_liveness(settings):
 
 def test_the_server_process_does_not_load_onnxruntime():
     probe = "import sys, service.app; print('onnxruntime' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert answer.stdout.strip() == "False"

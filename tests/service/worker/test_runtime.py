@@ -17,8 +17,18 @@ from service.settings import Settings
 from service.worker.main import handle
 from service.worker.model import WorkerModel, read_verified
 from service.worker.protocol import Classify
-from service.worker.runtime import CPU, CUDA, ProviderUnavailable, RunFailed, Sessions, bucket, cuda_options, pad, provider_chain
-from tests.helpers import EXAMPLES, MODELS, encode, manifest, upload
+from service.worker.runtime import (
+    CPU,
+    CUDA,
+    ProviderUnavailable,
+    RunFailed,
+    Sessions,
+    bucket,
+    cuda_options,
+    pad,
+    provider_chain,
+)
+from tests.helpers import EXAMPLES, MODELS, manifest, upload
 
 LENET = MODELS / "lenet5" / "1"
 
@@ -52,7 +62,8 @@ def test_providers_cuda_without_cuda_is_not_ready_and_says_why(settings):
         assert len(errors) == 16 and all("CNNSERVE_PROVIDERS=cuda" in e and "no CUDA provider" in e for e in errors)
         info = client.get("/models/lenet5").json()
         assert info["status"] == "failed" and info["providers"] == [] and "onnxruntime-gpu" in info["error"]
-        assert client.post("/predict?model=lenet5", files=upload((EXAMPLES / "digit_7.png").read_bytes())).status_code == 404
+        digit = upload((EXAMPLES / "digit_7.png").read_bytes())
+        assert client.post("/predict?model=lenet5", files=digit).status_code == 404
 
 
 def test_buckets_and_padding():
@@ -72,7 +83,7 @@ def test_padded_runs_answer_exactly_like_unpadded_ones():
     assert plain.buckets is None and padded.buckets == [1, 2, 4, 8, 16, 32]
     padded.warm_up((1, 32, 32), 10)  # every bucket of both graphs
     x = np.random.default_rng(0).random((5, 1, 32, 32), np.float32)  # runs as 8 rows
-    for (a, b) in zip(plain.classify(x), padded.classify(x)):
+    for (a, b) in zip(plain.classify(x), padded.classify(x), strict=True):
         assert a.shape == b.shape and a.shape[0] == 5  # the padding rows are dropped
         np.testing.assert_allclose(a, b, atol=1e-6)
     seed = np.eye(10, dtype=np.float32)[[3, 1, 4, 1, 5]]
@@ -87,7 +98,8 @@ def test_a_failed_run_is_a_503_for_that_job_and_the_worker_lives_on(settings, tm
     logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])
     features = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 1, 32, 32])
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+        [helper.make_node("Reshape", ["input", "shape"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["logits"]),
          helper.make_node("Identity", ["input"], ["features"])], "fixed-batch", [x], [logits, features],
         [helper.make_tensor("shape", TensorProto.INT64, [2], [1, 1024]),
          helper.make_tensor("w", TensorProto.FLOAT, [1024, 10], np.zeros(10240, np.float32).tolist())])
