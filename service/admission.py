@@ -20,8 +20,8 @@ class Admission:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         if self._running.locked() and self.waiting >= self.waiting_limit:
-            raise ServiceUnavailable(f"too many {self.name} requests are waiting ({self.waiting}); retry shortly",
-                                     retry_after=2)
+            raise ServiceUnavailable(f"{self.waiting} requests are already waiting for a {self.name} inference worker; "
+                                     "retry shortly", retry_after=2)
         self.waiting += 1
         try:
             await self._running.acquire()

@@ -29,18 +29,7 @@ from .metrics import Metrics
 from .repository import ModelRepository, ModelVersion
 from .settings import Settings
 from .worker.pool import WorkerPool
-from .worker.protocol import (
-    Classified,
-    Classify,
-    Deferred,
-    Explain,
-    Explained,
-    HeatmapFormat,
-    Reply,
-    TensorRows,
-    Upload,
-    UploadRow,
-)
+from .worker.protocol import Classified, Classify, Deferred, ModelJob, Reply, TensorRows, Upload, UploadRow
 
 ItemRows = tuple[Classified, UploadRow | TensorRows]  # a batch's reply and one item's place in it
 _INDEX = re.compile(r"[0-9]{1,6}")
@@ -89,11 +78,25 @@ class RemoteModel:
         if len(reply.logits):
             self.engine.metrics.observe_run(self.entry.name, "model", len(reply.logits), reply.run_s)
 
-    async def _heavy(self, job: Classify | Explain) -> Reply:
+    async def _heavy(self, job: ModelJob) -> Reply:
         async with self.engine.heavy_admission.slot():
             reply = await self.engine.heavy.call(job)
         if isinstance(reply, ProblemError):
             raise reply
+        return reply
+
+    async def ask(self, job: ModelJob) -> Reply:
+        """Any job that does not batch, in one round trip: on an ordinary worker behind a bounded queue, or,
+        if it turns out costly (Deferred), on a heavy worker. A route that runs a model builds the job and
+        awaits this."""
+        started = time.perf_counter()
+        async with self.engine.ordinary_admission.slot():
+            reply = await self.engine.ordinary.call(job)
+        if isinstance(reply, Deferred):
+            reply = await self._heavy(replace(job, light_only=False))
+        if isinstance(reply, ProblemError):
+            raise reply
+        self.engine.metrics.observe_run(self.entry.name, job.verb, 1, time.perf_counter() - started)
         return reply
 
     async def _rows(self, item: Upload | np.ndarray, rows: int = 1) -> ItemRows:
@@ -135,21 +138,6 @@ class RemoteModel:
                                    f"(CAM needs a global-average-pooling head); got {method!r}")
         return parse_class(self.entry.manifest.labels, class_ref), method or methods[0]
 
-    async def explain(self, upload: Upload, class_index: int | None, method: str, format: HeatmapFormat,
-                      opacity: float) -> Explained:
-        """A heatmap (``class_index`` and ``method`` from check_explain), computed and encoded in a worker in
-        one round trip."""
-        job = Explain(self.entry.key, upload, class_index, method, format, opacity, light_only=True)
-        async with self.engine.explain_admission.slot():
-            reply = await self.engine.ordinary.call(job)
-        if isinstance(reply, Deferred):
-            reply = await self._heavy(replace(job, light_only=False))
-        if isinstance(reply, ProblemError):
-            raise reply
-        assert isinstance(reply, Explained)
-        self.engine.metrics.observe_run(self.entry.name, "explain", 1, sum(reply.timings.values()))
-        return reply
-
     async def close(self) -> None:
         await self._batcher.close()
 
@@ -162,8 +150,9 @@ class Engine:
         record = repository.record
         self.ordinary = WorkerPool("ordinary", settings, settings.inference_workers, slots=2, on_started=record)
         self.heavy = WorkerPool("heavy", settings, settings.heavy_workers, slots=1, heavy=True, on_started=record)
-        self.explain_admission = Admission("heatmap", settings.inference_workers * 2, settings.max_queue)
-        self.heavy_admission = Admission("large-image", settings.heavy_workers, settings.max_heavy_queue)
+        # Jobs that do not batch (heatmaps) queue here for an ordinary worker; costly uploads for a heavy one.
+        self.ordinary_admission = Admission("ordinary", self.ordinary.count * self.ordinary.slots, settings.max_queue)
+        self.heavy_admission = Admission("heavy", settings.heavy_workers, settings.max_heavy_queue)
         self._models: dict[tuple[str, str], RemoteModel] = {}
 
     @property

@@ -20,8 +20,8 @@ class Metrics:
         self.latency = Histogram("http_request_duration_seconds", "HTTP request latency by route, model and status",
                                  ["method", "route", "model", "status"], buckets=LATENCY_BUCKETS,
                                  registry=self.registry)
-        self.inference = Histogram("model_inference_seconds", "worker time per model and job (model: one batched "
-                                   "ONNX Runtime run; explain: one heatmap, decoding to encoding)",
+        self.inference = Histogram("model_inference_seconds", "model time per model and job (model: one batched "
+                                   "ONNX Runtime run; explain and other unbatched jobs: sent to answered)",
                                    ["model", "graph"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("model_batch_size", "images per ONNX Runtime run", ["model"],
                                     buckets=BATCH_BUCKETS, registry=self.registry)

@@ -58,8 +58,8 @@ class Settings(BaseSettings):
         512 * 512, gt=0, description="uploads that decode to more pixels (a JPEG after reduced-scale decoding) run "
                                      "on the heavy workers")
     light_bytes: int = Field(
-        256 * 1024, gt=0, description="so do image files larger than this (entropy decoding costs by the byte: a "
-                                      "4 MB JPEG takes ~40 ms at any scale)")
+        256 * 1024, gt=0, description="so do image files larger than this (entropy decoding costs by the byte, "
+                                      "whatever the scale a JPEG is decoded at)")
     max_heavy_queue: int = Field(
         8, ge=0, description="heavy requests waiting for a heavy worker before new ones get 503")
     working_max_side: int = Field(

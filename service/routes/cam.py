@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from ..dependencies import UPLOAD_BODY, EngineDep, VersionQuery, model_for, read_upload
 from ..schemas import CamResponse, ClassScore
 from ..worker.explain import METHODS
-from ..worker.protocol import HeatmapArrays, HeatmapFormat
+from ..worker.protocol import Explain, Explained, HeatmapArrays, HeatmapFormat
 from .problems import PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/models", tags=["heatmaps"])
@@ -38,7 +38,9 @@ async def class_activation_map(
 ) -> Response | CamResponse:
     served = model_for(request, engine, name, version)
     class_index, chosen = served.check_explain(class_, method)  # a 422 before the upload is even read
-    result = await served.explain(await read_upload(request), class_index, chosen, format, opacity)
+    job = Explain(served.entry.key, await read_upload(request), class_index, chosen, format, opacity, light_only=True)
+    result = await served.ask(job)
+    assert isinstance(result, Explained)
     labels = served.entry.manifest.labels
     score = float(result.probabilities[result.class_index])
     heatmap = result.heatmap

@@ -12,6 +12,7 @@ from ..manifest import MODEL_FILE
 from ..repository import ModelRepository, ModelVersion
 from ..schemas import InputInfo, ModelInfo, ModelList, SummaryResponse, SummaryTotals
 from ..summary_table import render_summary
+from ..worker.explain import METHODS
 from .problems import PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -26,7 +27,8 @@ def model_info(model: ModelVersion, repository: ModelRepository) -> ModelInfo:
         input=InputInfo(channels=m.input.channels, height=m.input.height, width=m.input.width,
                         color=m.preprocessing.color),
         labels=m.labels, test_accuracy=m.metrics.test_accuracy, test_dataset=m.metrics.dataset,
-        parameters=m.summary.total_params, heatmap_methods=model.methods, heatmap_layer=m.heatmaps.layer,
+        parameters=m.summary.total_params, heatmap_methods=model.methods,
+        heatmap_titles={name: METHODS[name].title for name in model.methods}, heatmap_layer=m.heatmaps.layer,
         providers=model.providers, provider_fallback=model.fallback, status=model.status, error=model.error,
     )
 

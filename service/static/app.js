@@ -64,7 +64,7 @@ async function selectModel() {
   }));
   $("version").value = m.default_version;
   $("heat-class").replaceChildren(new Option("top-1", ""), ...m.labels.map((label, i) => new Option(label, String(i))));
-  $("heat-method").replaceChildren(...m.heatmap_methods.map((x) => new Option(x === "cam" ? "CAM" : "Grad-CAM", x)));
+  $("heat-method").replaceChildren(...m.heatmap_methods.map((x) => new Option(m.heatmap_titles[x] || x, x)));
   selectVersion();
 }
 
@@ -215,7 +215,7 @@ async function heatmap(seq = ++state.seq) {
     state.heatUrl = URL.createObjectURL(blob);
     $("overlay-base").src = state.imageUrl;
     $("overlay-heat").src = state.heatUrl;
-    const method = response.headers.get("X-Method") === "cam" ? "CAM" : "Grad-CAM";
+    const method = state.model.heatmap_titles[response.headers.get("X-Method")] || response.headers.get("X-Method");
     $("heat-caption").textContent = `${method} for class ${response.headers.get("X-Class-Label")} ` +
       `(probability ${(parseFloat(response.headers.get("X-Score")) * 100).toFixed(1)}%)`;
   } catch (err) {

@@ -57,13 +57,14 @@ def gradcam_weights(head: Head, features: np.ndarray, class_index: int) -> np.nd
 
 @dataclass(frozen=True)
 class Method:
+    title: str  # how people write its name (the page shows it)
     weights: Weights
     needs_cam_weights: bool  # only for nets whose head is global average pooling + one linear layer
 
 
 METHODS: dict[str, Method] = {
-    "cam": Method(cam_weights, needs_cam_weights=True),
-    "gradcam": Method(gradcam_weights, needs_cam_weights=False),
+    "cam": Method("CAM", cam_weights, needs_cam_weights=True),
+    "gradcam": Method("Grad-CAM", gradcam_weights, needs_cam_weights=False),
 }
 
 

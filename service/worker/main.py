@@ -15,7 +15,7 @@ from ..errors import InternalError, ProblemError, ServiceUnavailable
 from ..logs import configure_logging
 from ..preprocessing import decode, open_image
 from .model import WorkerModel
-from .protocol import Classify, Explain, Key, Loaded, Reply, Start, Started, frame, read_message
+from .protocol import Classify, Explain, Key, Loaded, ModelJob, Reply, Start, Started, frame, read_message
 from .runtime import CUDA, ProviderUnavailable, RunFailed
 
 log = logging.getLogger("service.worker")
@@ -43,20 +43,21 @@ def load(start: Start) -> tuple[dict[Key, WorkerModel], Started]:
 
 
 def _warm_up_decoding() -> None:
-    """The first decode imports Pillow's format plugins (~10 ms): before the first request, not in it."""
+    """The first decode imports Pillow's format plugins: before the first request, not in it."""
     buffer = io.BytesIO()
     Image.new("L", (1, 1)).save(buffer, "PNG")
     decode(open_image(buffer.getvalue(), 1), 1)
 
 
-def handle(models: dict[Key, WorkerModel], job: Classify | Explain) -> tuple[Reply, bool]:
-    """The job's reply, and whether this worker must be replaced after sending it (a GPU that failed a
-    run may have lost its context: a fresh process gets a fresh one)."""
+def handle(models: dict[Key, WorkerModel], job: ModelJob) -> tuple[Reply, bool]:
+    """The job's reply (from the model's method the job names), and whether this worker must be replaced
+    after sending it (a GPU that failed a run may have lost its context: a fresh process gets a fresh one)."""
     model = models.get(job.key)
     if model is None:
         return ServiceUnavailable(f"model {job.key[0]}/{job.key[1]} is not loaded in this worker; retry later"), False
     try:
-        return (model.classify(job) if isinstance(job, Classify) else model.explain(job)), False
+        reply: Reply = getattr(model, job.verb)(job)
+        return reply, False
     except ProblemError as exc:
         return exc, False
     except RunFailed as exc:

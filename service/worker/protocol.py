@@ -7,6 +7,9 @@ jobs in the order they came. The jobs:
 - :class:`Classify` → :class:`Classified`: one batch of uploads and / or ready tensors for one version.
 - :class:`Explain` → :class:`Explained`: one heatmap, computed and encoded entirely in the worker.
 
+A model job names the worker-side model's method that answers it (``verb``): adding an endpoint that
+runs a model is a job here, a method on ``WorkerModel`` and the route that sends the job.
+
 In a job marked ``light_only`` (what ordinary workers get), an upload that is costly to decode — more than
 ``light_pixels`` decoded or ``light_bytes`` encoded — is not decoded: its answer is :class:`Deferred`, and
 the server sends it on to a heavy worker. A request's own error (a broken image, a
@@ -19,7 +22,7 @@ import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, ClassVar, Literal
 
 import numpy as np
 
@@ -67,6 +70,7 @@ class Started:
 
 @dataclass(frozen=True, slots=True)
 class Classify:
+    verb: ClassVar[str] = "classify"
     key: Key
     items: tuple[Upload | np.ndarray, ...]  # an upload, or a ready N×C×H×W float32 tensor
     light_only: bool  # defer uploads over light_pixels / light_bytes (see the module docstring)
@@ -107,6 +111,7 @@ class Classified:
 
 @dataclass(frozen=True, slots=True)
 class Explain:
+    verb: ClassVar[str] = "explain"
     key: Key
     upload: Upload
     class_index: int | None  # None: the top-1 class
@@ -137,7 +142,8 @@ class Explained:
     timings: dict[str, float]  # seconds per stage
 
 
-Job = Start | Classify | Explain
+ModelJob = Classify | Explain
+Job = Start | ModelJob
 Reply = Started | Classified | Explained | Deferred | ProblemError
 
 HEADER = struct.Struct("!Q")

@@ -64,7 +64,7 @@ _shared_arena = False
 
 def _share_cpu_arena() -> None:
     """One CPU memory arena for every session in this process, instead of one each: a worker's memory is
-    then what its largest model needs, not the sum over every version (measured: 264 → 128 MB)."""
+    then what its largest model needs, not the sum over every version (docs/PERFORMANCE.md, memory)."""
     global _shared_arena
     if not _shared_arena:
         memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
@@ -91,7 +91,7 @@ def session_options(settings: Settings, heavy: bool = False) -> ort.SessionOptio
 @contextmanager
 def as_file(data: bytes) -> Iterator[str]:
     """Verified bytes as a path ONNX Runtime can open: an anonymous in-memory file, gone once loaded. (Given
-    bytes, ONNX Runtime's Python API keeps a second copy for the session's whole life: +45 MB a worker.)"""
+    bytes, ONNX Runtime's Python API keeps a second copy for the session's whole life.)"""
     fd = os.memfd_create("onnx-model", os.MFD_CLOEXEC)
     try:
         with open(fd, "wb", closefd=False) as file:
