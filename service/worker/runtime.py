@@ -60,6 +60,19 @@ def provider_chain(settings: Settings, available: list[str]) -> list[tuple[str, 
 
 
 _shared_arena = False
+_cuda_libraries = False
+
+
+def _load_cuda_libraries() -> None:
+    """CUDA and cuDNN from the nvidia-* wheels that ``onnxruntime-gpu[cuda,cudnn]`` installs (ONNX Runtime's own
+    preload_dlls); where they are on the loader's path already, or missing, CUDA's start says so below."""
+    global _cuda_libraries
+    if not _cuda_libraries and hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # noqa: BLE001 - the session's own start reports what is really missing
+            log.debug("preload_dlls: %s", exc)
+    _cuda_libraries = True
 
 
 def _share_cpu_arena() -> None:
@@ -106,6 +119,8 @@ def open_session(model: bytes, settings: Settings, options: ort.SessionOptions,
     """A session under the provider policy, and (auto) why CUDA was not used, if it was tried."""
     chain = providers or provider_chain(settings, ort.get_available_providers())
     names, provider_options = [name for name, _ in chain], [opts for _, opts in chain]
+    if names[0] == CUDA:
+        _load_cuda_libraries()
     with as_file(model) as path:
         try:
             session = ort.InferenceSession(path, options, providers=names, provider_options=provider_options,
