@@ -275,7 +275,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {label} | {name} | {cells} | {memory} |")
     for label, run in report["service"].items():
         for name, per_bucket in run.get("first_requests", {}).items():
-            buckets = ", ".join(f"{b}: {v['first_ms']} ms vs {v['steady_ms']} ({v['ratio']}×)" for b, v in per_bucket.items())
+            buckets = ", ".join(f"{b}: {v['first_ms']} ms vs {v['steady_ms']} ({v['ratio']}×)"
+                                for b, v in per_bucket.items())
             lines.append(f"\nFirst request per bucket after ready, {label} {name}: {buckets}")
     lines.append(f"\nproviders=cuda, no visible GPU: /readyz {report['no_gpu'].get('status')} after "
                  f"{report['no_gpu'].get('seconds')} s: {report['no_gpu'].get('errors')}")
@@ -306,8 +307,9 @@ def main() -> None:
                f"cpu, 4 workers × {max(1, (cores - 1) // 4)} threads": {"CNNSERVE_PROVIDERS": "cpu",
                                                                       "CNNSERVE_INFERENCE_WORKERS": "4"}}
     if cuda:
-        configs.update({f"cuda, {w} worker{'s' * (w > 1)}": {"CNNSERVE_PROVIDERS": "cuda",
-                                                             "CNNSERVE_INFERENCE_WORKERS": str(w)} for w in args.workers})
+        for w in args.workers:
+            label = f"cuda, {w} worker{'s' * (w > 1)}"
+            configs[label] = {"CNNSERVE_PROVIDERS": "cuda", "CNNSERVE_INFERENCE_WORKERS": str(w)}
     report["service"] = {}
     for index, (label, env) in enumerate(configs.items()):
         port = 8300 + index

@@ -54,7 +54,8 @@ class ModelInfo(BaseModel):
     test_dataset: str = Field(examples=["mnist"])
     parameters: int
     heatmap_methods: list[str] = Field(description="heatmap methods this version supports, the default first")
-    heatmap_titles: dict[str, str] = Field(description="each method's name as people write it", examples=[{"cam": "CAM"}])
+    heatmap_titles: dict[str, str] = Field(description="each method's name as people write it",
+                                           examples=[{"cam": "CAM"}])
     heatmap_layer: str
     providers: list[str] = Field(description="execution providers ONNX Runtime actually assigned, in priority order")
     provider_fallback: str | None = Field(None, description="providers=auto: why this version runs on the CPU "
