@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
+from .auth import ApiKeyMiddleware, load_keys
 from .engine import Engine
 from .http_errors import install_error_handlers
 from .logs import configure_logging
@@ -46,6 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.draining = False  # set by the server when it starts shutting down: /readyz turns 503
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_upload_bytes)
+    keys = load_keys(settings)
+    if keys:
+        app.add_middleware(ApiKeyMiddleware, settings=settings, keys=keys)
     if settings.allowed_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"], expose_headers=EXPOSED_HEADERS)

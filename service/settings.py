@@ -83,6 +83,31 @@ class Settings(BaseSettings):
         40_000_000, gt=0, description="largest width × height decoded (413 beyond, checked before decoding)")
     max_top_k: int = Field(10, ge=1, description="upper bound of the top_k parameter")
 
+    # Connections (service/server.py) and shutdown.
+    header_timeout_s: float = Field(10.0, gt=0, description="a request's line and headers must arrive within this long")
+    read_timeout_s: float = Field(
+        10.0, gt=0, description="a request body that sends nothing for this long is dropped (408)")
+    request_timeout_s: float = Field(60.0, gt=0, description="a whole request must arrive within this long (408)")
+    keep_alive_s: int = Field(
+        5, ge=1, description="an idle connection (before or between requests) is closed after this long")
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="request line and headers, in bytes (431 beyond)")
+    max_headers: int = Field(100, ge=8, description="headers per request (431 beyond)")
+    max_connections: int = Field(
+        0, ge=0, description="open connections at most (0: the file-descriptor limit less 64); past it the one "
+                             "that waited longest without a request is closed, or, if every one is busy, the new one "
+                             "gets 503")
+    shutdown_grace_s: int = Field(
+        10, ge=0, description="at SIGTERM, how long requests in flight may take to finish before they are cancelled")
+
+    # Optional API keys and rate limit (service/auth.py): no keys, no authentication.
+    api_keys: list[str] = Field(
+        default_factory=list, description="JSON list of 'name:<sha256 digest>' entries (digests, never keys)")
+    api_keys_file: Path | None = Field(None, description="a file of 'name:<sha256 digest>' lines (# comments)")
+    protect_metrics: bool = Field(True, description="with keys: /metrics needs one too")
+    protect_docs: bool = Field(False, description="with keys: /docs, /redoc and /openapi.json need one too")
+    rate_limit_per_s: float = Field(0.0, ge=0, description="with keys: requests a second per key (0: no limit)")
+    rate_limit_burst: int = Field(20, ge=1, description="with keys: requests a key may send at once")
+
     # HTTP.
     allowed_origins: list[str] = Field(
         default_factory=list, description="CORS origins, JSON list; empty: no CORS headers")

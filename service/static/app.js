@@ -24,12 +24,22 @@ function showError(message) {
   box.hidden = !message;
 }
 
-async function api(path, options) {
+// A service run with API keys answers 401: ask once, keep the key for this tab only, and send it.
+async function api(path, options = {}, retried = false) {
   let response;
+  const key = sessionStorage.getItem("apiKey");
+  const headers = key ? { ...(options.headers || {}), Authorization: `Bearer ${key}` } : options.headers;
   try {
-    response = await fetch(path, options);
+    response = await fetch(path, { ...options, headers });
   } catch (err) {
     throw new Error(`The service cannot be reached (${err.message}). Is it running?`);
+  }
+  if (response.status === 401 && !retried) {
+    const given = window.prompt("This service needs an API key. Paste yours:");
+    if (given) {
+      sessionStorage.setItem("apiKey", given.trim());
+      return api(path, options, true);
+    }
   }
   if (!response.ok) throw new Error(await problem(response));
   return response;

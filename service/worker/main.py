@@ -3,6 +3,7 @@ the server goes away. pool.py starts it as ``python -c "from service.worker.main
 
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
 import os
@@ -19,6 +20,7 @@ from .protocol import Classify, Explain, Key, Loaded, ModelJob, Reply, Start, St
 from .runtime import CUDA, ProviderUnavailable, RunFailed
 
 log = logging.getLogger("service.worker")
+PR_SET_PDEATHSIG = 1
 HEAVY_NICENESS = 10  # a heavy worker gets the CPU the ordinary work leaves (about a tenth when both are busy)
 
 
@@ -68,8 +70,17 @@ def handle(models: dict[Key, WorkerModel], job: ModelJob) -> tuple[Reply, bool]:
         return InternalError("the inference worker failed this request; it has been logged"), False
 
 
+def _die_with_the_server() -> None:
+    """Linux: the kernel kills this worker when the server process ends, however it ends (no orphans)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # elsewhere the worker still stops at the end of its socket
+
+
 def serve(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group; the server stops us
+    _die_with_the_server()
     logging.getLogger("python_multipart").setLevel(logging.CRITICAL)  # its parse errors go back to the client as 422
     with socket.socket(fileno=fd) as sock, sock.makefile("rb") as incoming:
         start = read_message(incoming)

@@ -32,6 +32,7 @@ from ..settings import Settings
 from .protocol import HEADER, Job, Key, Reply, Start, Started, Version, frame
 
 log = logging.getLogger("service.worker.pool")
+STOP_WAIT_S = 2.0  # at shutdown, a worker busy past this is killed (its requests have had the grace period)
 
 
 class WorkerLost(Exception):
@@ -130,7 +131,7 @@ class Worker:
         except Exception:  # noqa: BLE001 - already closed by a death
             pass
         try:
-            await asyncio.wait_for(asyncio.to_thread(self.process.wait), 5)
+            await asyncio.wait_for(asyncio.to_thread(self.process.wait), STOP_WAIT_S)
         except TimeoutError:
             self.process.kill()
             await asyncio.to_thread(self.process.wait)
