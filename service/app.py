@@ -15,6 +15,7 @@ from .http_errors import install_error_handlers
 from .logs import configure_logging
 from .metrics import Metrics
 from .middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from .openapi import complete_schema
 from .repository import ModelRepository
 from .routes import cam, health, models, page, predict, v2
 from .settings import Settings, get_settings
@@ -58,4 +59,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (predict.router, models.router, cam.router, health.router, v2.router, page.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
+    complete_schema(app, settings)
     return app

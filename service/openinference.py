@@ -120,7 +120,7 @@ def input_tensors(request: InferenceRequest, binary: bytes) -> dict[str, np.ndar
             raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape[:MAX_DIMENSIONS + 1]} must have at "
                                    f"most {MAX_DIMENSIONS} dimensions, none negative")
         count = math.prod(tensor.shape)  # Python integers: no overflow to a small number
-        if count > MAX_ELEMENTS:
+        if count > MAX_ELEMENTS or max(tensor.shape, default=0) > MAX_ELEMENTS:
             raise InvalidParameter(f"input {tensor.name!r}: shape {tensor.shape} holds {count:,} values, "
                                    f"over {MAX_ELEMENTS:,}")
         size = tensor.parameters.get("binary_data_size")

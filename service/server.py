@@ -195,9 +195,10 @@ class Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def build_server(app: FastAPI, settings: Settings) -> Server:
+def build_server(app: FastAPI, settings: Settings, loop: str = "auto") -> Server:
+    """``loop``: uvicorn's event loop choice (auto: uvloop where it is installed)."""
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            http=GuardedProtocol, loop="auto", timeout_keep_alive=settings.keep_alive_s,
+                            http=GuardedProtocol, loop=loop, timeout_keep_alive=settings.keep_alive_s,
                             timeout_graceful_shutdown=settings.shutdown_grace_s,
                             access_log=False)  # our middleware writes one structured line per request
     config.connection_limits = ConnectionLimits.from_settings(settings)  # type: ignore[attr-defined]

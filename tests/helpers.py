@@ -51,11 +51,12 @@ def wait_until_ready(url: str, seconds: float) -> bool:
 
 @contextmanager
 def running_server(app: Any, loop: str = "auto") -> Iterator[str]:
-    """``app`` on a real uvicorn server on loopback (in a thread), for clients that speak HTTP themselves."""
-    import uvicorn
+    """``app`` on the service's own server (uvicorn with its connection limits) on loopback, in a thread, for
+    clients that speak HTTP themselves."""
+    from service.server import build_server
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", loop=loop))
+    server = build_server(app, app.state.settings.model_copy(update={"host": "127.0.0.1", "port": port}), loop)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

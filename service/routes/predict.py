@@ -23,7 +23,7 @@ async def predict(
     model: Annotated[str | None, Query(max_length=128, description="model name (default: the configured default model)",
                                        examples=["lenet5"])] = None,
     version: VersionQuery = None,
-    top_k: Annotated[int, Query(ge=1, le=1000, description="how many classes to return (at most max_top_k)")] = 5,
+    top_k: Annotated[int, Query(ge=1, description="how many classes to return (at most max_top_k)")] = 5,
 ) -> Response:
     served = model_for(request, engine, model or settings.default_model, version)
     if top_k > settings.max_top_k:
