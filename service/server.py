@@ -18,6 +18,7 @@ die with the server in any case), and the process exits.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import resource
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .settings import Settings
 
 DESCRIPTORS_KEPT = 64  # file descriptors left for the workers' sockets, model files, logs
+_ARRIVALS = itertools.count()  # a clock that never ties
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(config, **kwargs)
         self.limits = config.connection_limits  # type: ignore[attr-defined]  # set by build_server
         self.phase = "idle"  # idle → headers → body → app → idle …
-        self.phase_since = self.loop.time()
+        self.waiting_since = next(_ARRIVALS)  # order of connecting or of the last answer: for eviction
         self.request_deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
@@ -79,7 +81,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     # Phases and their deadlines.
     def _enter(self, phase: str, seconds: float | None) -> None:
-        self.phase, self.phase_since = phase, self.loop.time()
+        self.phase = phase
+        if phase == "idle":
+            self.waiting_since = next(_ARRIVALS)
         self._arm(seconds)
 
     def _arm(self, seconds: float | None) -> None:
@@ -118,7 +122,7 @@ class GuardedProtocol(HttpToolsProtocol):
         waiting = [c for c in self.connections if isinstance(c, GuardedProtocol) and c.phase in ("idle", "headers")]
         if not waiting:
             return False
-        oldest = min(waiting, key=lambda c: c.phase_since)
+        oldest = min(waiting, key=lambda c: c.waiting_since)
         oldest._reject(503, "Service Unavailable", "the server is at its connection limit; reconnect", 1)
         self.connections.discard(oldest)
         return True

@@ -71,3 +71,13 @@ def test_one_structured_log_line_per_request(client):
     assert entry["request_id"] == response.headers["x-request-id"] and entry["path"] == "/models/lenet5"
     assert entry["status"] == 200 and entry["route"] == "/models/{name}" and entry["duration_ms"] >= 0
     assert entry["model"] == "lenet5"
+
+
+def test_readiness_turns_503_while_draining(client):
+    client.app.state.draining = True
+    try:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["errors"][0].startswith("shutting down")
+        assert client.get("/v2/health/ready").status_code == 400
+    finally:
+        client.app.state.draining = False
