@@ -1,13 +1,12 @@
 """Dynamic (micro-)batching: requests for one model that arrive together share one ONNX Runtime run.
 
-Each model has a bounded queue and one collector per worker slot (``WorkerPool.slots``). A collector takes the oldest
+Each model has a bounded queue and one collector per job a worker can hold. A collector takes the oldest
 request, adds whatever else is queued (waiting at most ``max_queue_delay_ms`` for more) up to
-``max_batch_size`` images, and dispatches the requests' items as one job to an inference worker,
-which prepares each (an upload is parsed, decoded and preprocessed; a ready tensor is taken as is),
-stacks them into one run and sends each item's rows back (a request may carry several images, as Open
-Inference Protocol requests do). An item that fails to prepare gets its own error; the rest of the batch
-runs. An idle service adds no delay at the default of 0 ms: batches form from requests that queue up
-while a run is in progress. A full queue answers 503 with Retry-After instead of growing without bound.
+``max_batch_size`` images, and dispatches the requests' items as one job to an inference worker, which
+parses, decodes and preprocesses each, stacks them into one run and sends each its row back. An item that
+fails to prepare gets its own error; the rest of the batch runs. An idle service adds no delay at the
+default of 0 ms: batches form from requests that queue up while a run is in progress. A full queue answers
+503 with Retry-After instead of growing without bound.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ Dispatch = Callable[[list[I]], Awaitable[list[R | BaseException]]]
 @dataclass
 class _Request(Generic[I, R]):
     item: I
-    rows: int
     future: asyncio.Future[R] = field(repr=False)
 
 
@@ -42,41 +40,32 @@ class MicroBatcher(Generic[I, R]):
         self.max_delay = max_queue_delay_ms / 1000
         self.max_queue = max_queue
         self._queue: asyncio.Queue[_Request[I, R]] = asyncio.Queue()
-        self._held: list[_Request[I, R]] = []  # taken from the queue but did not fit the last batch; goes first next
         self._collectors = [asyncio.create_task(self._collect(), name=f"batcher-{name}-{i}") for i in range(collectors)]
 
-    async def submit(self, item: I, rows: int = 1) -> R:
-        """``item`` holds ``rows`` ≤ max_batch_size images; the result, this item's alone."""
-        if rows > self.max_batch_size:
-            raise ValueError(f"{rows} images in one request; the limit is {self.max_batch_size}")
+    async def submit(self, item: I) -> R:
+        """One image in; the result, this item's alone."""
         if self._queue.qsize() >= self.max_queue:
             queued = self._queue.qsize()
             raise ServiceUnavailable(f"model {self.name} is busy ({queued} requests queued); retry shortly",
                                      retry_after=1)
-        request: _Request[I, R] = _Request(item, rows, asyncio.get_running_loop().create_future())
+        request: _Request[I, R] = _Request(item, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(request)
         return await request.future
 
     async def _gather(self) -> list[_Request[I, R]]:
-        batch = [self._held.pop() if self._held else await self._queue.get()]
-        rows = batch[0].rows
+        batch = [await self._queue.get()]
         deadline = time.monotonic() + self.max_delay
-        while rows < self.max_batch_size:
+        while len(batch) < self.max_batch_size:
             if not self._queue.empty():
-                request = self._queue.get_nowait()
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    request = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            if rows + request.rows > self.max_batch_size:
-                self._held.append(request)
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 break
-            batch.append(request)
-            rows += request.rows
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
         return [r for r in batch if not r.future.cancelled()]  # callers that gave up cost nothing
 
     async def _collect(self) -> None:
@@ -101,7 +90,7 @@ class MicroBatcher(Generic[I, R]):
         for task in self._collectors:
             task.cancel()
         await asyncio.gather(*self._collectors, return_exceptions=True)
-        while self._held or not self._queue.empty():
-            request = self._held.pop() if self._held else self._queue.get_nowait()
+        while not self._queue.empty():
+            request = self._queue.get_nowait()
             if not request.future.done():
                 request.future.set_exception(ServiceUnavailable("the service is shutting down"))

@@ -1,11 +1,11 @@
 """The server's side of inference.
 
-A :class:`RemoteModel` per model version offers the worker-side model's verbs (classify, infer, explain:
-MLServer's ``ParallelModel``) and sends each to an inference worker; the :class:`Engine` holds them and
-the two worker lanes:
+A :class:`RemoteModel` per model version stands in for the worker-side model (MLServer's
+``ParallelModel``): ``classify`` batches uploads, ``ask`` sends any other job (a heatmap, an Open Inference
+Protocol request) to a worker in one round trip. The :class:`Engine` holds them and the two worker lanes:
 
-- **ordinary** workers (``inference_workers``, two jobs each in flight): dynamically batched uploads and
-  tensors (one batcher per version), and heatmaps of light images;
+- **ordinary** workers (``inference_workers``, two jobs each in flight): dynamically batched uploads (one
+  batcher per version), and unbatched jobs (heatmaps, Open Inference Protocol requests) that are light;
 - **heavy** workers (``heavy_workers``, one job each, at low CPU priority): every upload that is costly to
   decode (over ``light_pixels`` decoded or ``light_bytes`` encoded). An ordinary worker reads only such an
   upload's header and answers Deferred; the upload is then sent here, behind its own bounded queue
@@ -29,9 +29,9 @@ from .metrics import Metrics
 from .repository import ModelRepository, ModelVersion
 from .settings import Settings
 from .worker.pool import WorkerPool
-from .worker.protocol import Classified, Classify, Deferred, ModelJob, Reply, TensorRows, Upload, UploadRow
+from .worker.protocol import Classified, Classify, Deferred, ModelJob, Reply, Upload, UploadRow
 
-ItemRows = tuple[Classified, UploadRow | TensorRows]  # a batch's reply and one item's place in it
+UploadRows = tuple[Classified, UploadRow]  # a batch's reply and one upload's row in it
 _INDEX = re.compile(r"[0-9]{1,6}")
 
 
@@ -61,13 +61,13 @@ class RemoteModel:
         self.entry = entry
         self.engine = engine
         s = engine.settings
-        self._batcher: MicroBatcher[Upload | np.ndarray, ItemRows | Deferred] = MicroBatcher(
+        self._batcher: MicroBatcher[Upload, UploadRows | Deferred] = MicroBatcher(
             f"{entry.name}/{entry.version}", self._dispatch, max_batch_size=s.max_batch_size,
             max_queue_delay_ms=s.max_queue_delay_ms, max_queue=s.max_queue,
             collectors=engine.ordinary.count * engine.ordinary.slots)  # one per job a worker can hold
 
-    async def _dispatch(self, items: list[Upload | np.ndarray]) -> list[ItemRows | Deferred | BaseException]:
-        reply = await self.engine.ordinary.call(Classify(self.entry.key, tuple(items), light_only=True))
+    async def _dispatch(self, uploads: list[Upload]) -> list[UploadRows | Deferred | BaseException]:
+        reply = await self.engine.ordinary.call(Classify(self.entry.key, tuple(uploads), light_only=True))
         if isinstance(reply, ProblemError):
             raise reply
         assert isinstance(reply, Classified)
@@ -75,8 +75,8 @@ class RemoteModel:
         return [result if isinstance(result, (ProblemError, Deferred)) else (reply, result) for result in reply.items]
 
     def _observe(self, reply: Classified) -> None:
-        if len(reply.logits):
-            self.engine.metrics.observe_run(self.entry.name, "model", len(reply.logits), reply.run_s)
+        if len(reply.probabilities):
+            self.engine.metrics.observe_run(self.entry.name, "model", len(reply.probabilities), reply.run_s)
 
     async def _heavy(self, job: ModelJob) -> Reply:
         async with self.engine.heavy_admission.slot():
@@ -99,36 +99,26 @@ class RemoteModel:
         self.engine.metrics.observe_run(self.entry.name, job.verb, 1, time.perf_counter() - started)
         return reply
 
-    async def _rows(self, item: Upload | np.ndarray, rows: int = 1) -> ItemRows:
-        outcome = await self._batcher.submit(item, rows)
-        if not isinstance(outcome, Deferred):
-            return outcome
-        reply = await self._heavy(Classify(self.entry.key, (item,), light_only=False))
-        assert isinstance(reply, Classified)
-        self._observe(reply)
-        (result,) = reply.items
-        if isinstance(result, ProblemError):
-            raise result
-        assert not isinstance(result, Deferred)  # heavy jobs defer nothing
-        return reply, result
-
     async def classify(self, upload: Upload, k: int) -> Classification:
+        """The upload's top ``k`` classes, batched with whatever else is queued for the version."""
         started = time.perf_counter()
-        reply, place = await self._rows(upload)
-        assert isinstance(place, UploadRow)
+        outcome = await self._batcher.submit(upload)
+        if isinstance(outcome, Deferred):
+            heavy = await self._heavy(Classify(self.entry.key, (upload,), light_only=False))
+            assert isinstance(heavy, Classified)
+            self._observe(heavy)
+            (result,) = heavy.items
+            if isinstance(result, ProblemError):
+                raise result
+            assert isinstance(result, UploadRow)  # heavy jobs defer nothing
+            outcome = heavy, result
+        reply, place = outcome
         probabilities = reply.probabilities[place.row]
         top = [(int(i), float(probabilities[i])) for i in reply.ranking[place.row, :k]]
         timings = {"decode_ms": place.decode_s, "preprocess_ms": place.preprocess_s, "inference_ms": reply.run_s,
                    "total_ms": time.perf_counter() - started}
         timings_ms = {name: round(seconds * 1e3, 3) for name, seconds in timings.items()}
         return Classification(probabilities, top, place.inverted, timings_ms)
-
-    async def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """N×C×H×W model input → (logits, features), batched with whatever else is queued for the version."""
-        reply, place = await self._rows(batch, rows=len(batch))
-        assert isinstance(place, TensorRows) and reply.features is not None
-        part = slice(place.start, place.stop)
-        return reply.logits[part], reply.features[part]
 
     def check_explain(self, class_ref: str | None, method: str | None) -> tuple[int | None, str]:
         """``class`` and ``method`` resolved, or a 422 before any model runs."""

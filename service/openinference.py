@@ -1,5 +1,7 @@
 """The Open Inference Protocol (KServe V2) wire format: request and response bodies, JSON tensors and
-the binary tensor data extension, and the classification extension. Routes live in routes/v2.py.
+the binary tensor data extension, and the classification extension; ``answer`` takes a request body to the
+response body. It runs in an inference worker (JSON of megabytes would hold up the event loop); the
+routes live in routes/v2.py.
 
 Binary extension: the ``Inference-Header-Content-Length`` header says how many leading bytes of the body
 are the JSON header; each input whose ``parameters.binary_data_size`` is set takes that many bytes of what
@@ -12,13 +14,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from .errors import InvalidParameter
 from .postprocessing import ranking
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 FP32 = np.dtype("<f4")  # every model here takes and returns float32
@@ -93,14 +99,19 @@ class ErrorResponse(BaseModel):
     error: str
 
 
+def header_size(body: bytes, header_length: str | None) -> int:
+    """How many leading bytes of the body are the JSON header (all of them without the binary extension)."""
+    if header_length is None:
+        return len(body)
+    if not _LENGTH.fullmatch(header_length) or int(header_length) > len(body):
+        raise InvalidParameter(f"{HEADER_LENGTH} must be the byte length of the JSON header "
+                               f"(at most the body's {len(body)} bytes); got {header_length!r}")
+    return int(header_length)
+
+
 def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, bytes]:
     """The JSON header and the binary section that follows it (empty without the extension)."""
-    split = len(body)
-    if header_length is not None:
-        if not _LENGTH.fullmatch(header_length) or int(header_length) > len(body):
-            raise InvalidParameter(f"{HEADER_LENGTH} must be the byte length of the JSON header "
-                                   f"(at most the body's {len(body)} bytes); got {header_length!r}")
-        split = int(header_length)
+    split = header_size(body, header_length)
     try:
         request = InferenceRequest.model_validate(json.loads(body[:split]))
     except RecursionError:
@@ -180,3 +191,52 @@ def encode_response(model: str, version: str, request_id: str | None,
     if not chunks:
         return body, {"Content-Type": "application/json"}
     return body + b"".join(chunks), {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(body))}
+
+
+def model_input(manifest: Manifest, tensors: dict[str, np.ndarray], max_batch: int) -> np.ndarray:
+    """The one input the model takes, of its shape, with 1 to ``max_batch`` rows of finite numbers."""
+    spec = manifest.input
+    if list(tensors) != [spec.name]:
+        raise InvalidParameter(f"model {manifest.name} takes one input named {spec.name!r}; got {list(tensors)}")
+    batch = tensors[spec.name]
+    if batch.ndim != 4 or list(batch.shape[1:]) != spec.shape[1:] or not 1 <= len(batch) <= max_batch:
+        raise InvalidParameter(f"input {spec.name!r} must have shape [N, {', '.join(map(str, spec.shape[1:]))}] "
+                               f"with 1 <= N <= {max_batch}; got {list(batch.shape)}")
+    if not np.isfinite(batch).all():
+        raise InvalidParameter(f"input {spec.name!r} holds NaN or infinite values")
+    return np.ascontiguousarray(batch)
+
+
+def select_outputs(parsed: InferenceRequest, by_name: dict[str, np.ndarray],
+                   manifest: Manifest) -> list[tuple[str, np.ndarray, bool]]:
+    """The outputs asked for (all of them when none are named), in binary where asked, with the
+    classification extension applied where an output asks for it."""
+    binary_default = bool(parsed.parameters.get("binary_data_output", False))
+    if parsed.outputs is None:
+        return [(name, array, binary_default) for name, array in by_name.items()]
+    selected = []
+    for wanted in parsed.outputs:
+        if wanted.name not in by_name:
+            raise InvalidParameter(f"model {manifest.name} has no output {wanted.name!r}; "
+                                   f"its outputs are {list(by_name)}")
+        array = by_name[wanted.name]
+        k = wanted.parameters.get("classification")
+        if k is not None:
+            if array.ndim != 2 or not isinstance(k, int) or k < 1:
+                raise InvalidParameter(f"classification needs a positive integer on the "
+                                       f"{manifest.outputs.logits.name!r} output; got {k!r} on {wanted.name!r}")
+            array = classification(array, min(k, array.shape[1]), manifest.labels)
+        selected.append((wanted.name, array, bool(wanted.parameters.get("binary_data", binary_default))))
+    return selected
+
+
+Run = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # model input → (logits, features)
+
+
+def answer(manifest: Manifest, body: bytes, header_length: str | None, max_batch: int,
+           run: Run) -> tuple[bytes, dict[str, str]]:
+    """An inference request's body → its response body and headers (InvalidParameter: a 400 in the protocol)."""
+    parsed, binary = parse_request(body, header_length)
+    logits, features = run(model_input(manifest, input_tensors(parsed, binary), max_batch))
+    by_name = {manifest.outputs.logits.name: logits, manifest.outputs.features.name: features}
+    return encode_response(manifest.name, manifest.version, parsed.id, select_outputs(parsed, by_name, manifest))

@@ -7,34 +7,27 @@ renders the service's exceptions that way.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from ..dependencies import EngineDep, ReadinessDep, RepositoryDep, SettingsDep, model_for
-from ..errors import InvalidParameter, ProblemError
+from ..dependencies import EngineDep, ReadinessDep, RepositoryDep, model_for
+from ..errors import ProblemError
 from ..http_errors import validation_detail
-from ..manifest import Manifest
 from ..openinference import (
     HEADER_LENGTH,
     ErrorResponse,
-    InferenceRequest,
     InferenceResponse,
     ModelMetadata,
     RepositoryEntry,
     ServerMetadata,
     TensorMetadata,
-    classification,
-    encode_response,
-    input_tensors,
-    parse_request,
 )
+from ..worker.protocol import Infer, Inferred
 
 
 class ProtocolRoute(APIRoute):
@@ -118,56 +111,10 @@ async def model_ready(request: Request, name: str, engine: EngineDep, version: s
                          "optional `outputs` with `classification` / `binary_data` parameters). With the "
                          f"`{HEADER_LENGTH}` header, the JSON header is followed by the binary tensor data.")
 @router.post("/models/{name}/versions/{version}/infer", include_in_schema=False)
-async def infer(request: Request, name: str, engine: EngineDep, settings: SettingsDep,
-                version: str | None = None) -> Response:
+async def infer(request: Request, name: str, engine: EngineDep, version: str | None = None) -> Response:
     served = model_for(request, engine, name, version)
-    manifest = served.entry.manifest
-    body = await request.body()
-    # Decoding a large JSON tensor takes milliseconds: off the event loop.
-    parsed, tensors = await asyncio.to_thread(_decode, body, request.headers.get(HEADER_LENGTH))
-    logits, features = await served.infer(_model_input(manifest, tensors, settings.max_batch_size))
-    by_name = {manifest.outputs.logits.name: logits, manifest.outputs.features.name: features}
-    outputs = await asyncio.to_thread(_select_outputs, parsed, by_name, manifest)
-    content, headers = encode_response(manifest.name, manifest.version, parsed.id, outputs)
-    return Response(content, headers=headers)
-
-
-def _decode(body: bytes, header_length: str | None) -> tuple[InferenceRequest, dict[str, np.ndarray]]:
-    parsed, binary = parse_request(body, header_length)
-    return parsed, input_tensors(parsed, binary)
-
-
-def _model_input(manifest: Manifest, tensors: dict[str, np.ndarray], max_batch: int) -> np.ndarray:
-    spec = manifest.input
-    if list(tensors) != [spec.name]:
-        raise InvalidParameter(f"model {manifest.name} takes one input named {spec.name!r}; got {list(tensors)}")
-    batch = tensors[spec.name]
-    if batch.ndim != 4 or list(batch.shape[1:]) != spec.shape[1:] or not 1 <= len(batch) <= max_batch:
-        raise InvalidParameter(f"input {spec.name!r} must have shape [N, {', '.join(map(str, spec.shape[1:]))}] "
-                               f"with 1 <= N <= {max_batch}; got {list(batch.shape)}")
-    if not np.isfinite(batch).all():
-        raise InvalidParameter(f"input {spec.name!r} holds NaN or infinite values")
-    return np.ascontiguousarray(batch)
-
-
-def _select_outputs(parsed: InferenceRequest, by_name: dict[str, np.ndarray],
-                    manifest: Manifest) -> list[tuple[str, np.ndarray, bool]]:
-    """The outputs asked for (all of them when none are named), in binary where asked, with the
-    classification extension applied where an output asks for it."""
-    binary_default = bool(parsed.parameters.get("binary_data_output", False))
-    if parsed.outputs is None:
-        return [(name, array, binary_default) for name, array in by_name.items()]
-    selected = []
-    for wanted in parsed.outputs:
-        if wanted.name not in by_name:
-            raise InvalidParameter(f"model {manifest.name} has no output {wanted.name!r}; "
-                                   f"its outputs are {list(by_name)}")
-        array = by_name[wanted.name]
-        k = wanted.parameters.get("classification")
-        if k is not None:
-            if array.ndim != 2 or not isinstance(k, int) or k < 1:
-                raise InvalidParameter(f"classification needs a positive integer on the "
-                                       f"{manifest.outputs.logits.name!r} output; got {k!r} on {wanted.name!r}")
-            array = classification(array, min(k, array.shape[1]), manifest.labels)
-        selected.append((wanted.name, array, bool(wanted.parameters.get("binary_data", binary_default))))
-    return selected
+    # Parsed, run and encoded in a worker: a request's JSON can be megabytes, too much for the event loop.
+    job = Infer(served.entry.key, await request.body(), request.headers.get(HEADER_LENGTH), light_only=True)
+    reply = await served.ask(job)
+    assert isinstance(reply, Inferred)
+    return Response(reply.content, headers=reply.headers)

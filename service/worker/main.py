@@ -17,7 +17,7 @@ from ..errors import InternalError, ProblemError, ServiceUnavailable
 from ..logs import configure_logging
 from ..preprocessing import decode, open_image
 from .model import WorkerModel
-from .protocol import Classify, Explain, Key, Loaded, ModelJob, Reply, Start, Started, frame, read_message
+from .protocol import Key, Loaded, ModelJob, Reply, Start, Started, frame, read_message
 from .runtime import CUDA, ProviderUnavailable, RunFailed
 
 log = logging.getLogger("service.worker")
@@ -95,7 +95,7 @@ def serve(fd: int) -> None:
         _warm_up_decoding()
         try:
             sock.sendall(frame(report))
-            while isinstance(job := read_message(incoming), (Classify, Explain)):
+            while isinstance(job := read_message(incoming), ModelJob):  # anything else (None: the server left): stop
                 reply, replace_me = handle(models, job)
                 sock.sendall(frame(reply))
                 if replace_me:

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from .. import openinference
 from ..errors import InvalidImage, ProblemError
 from ..manifest import Manifest
 from ..postprocessing import ranking, softmax
@@ -27,7 +28,8 @@ from .protocol import (
     Explained,
     HeatmapArrays,
     HeatmapPicture,
-    TensorRows,
+    Infer,
+    Inferred,
     Upload,
     UploadRow,
     Version,
@@ -106,39 +108,38 @@ class WorkerModel:
         return PreparedUpload(prepared, size, ready - started, time.perf_counter() - ready)
 
     def classify(self, job: Classify) -> Classified:
-        """Prepare every item, one run for all that prepared. An item that fails gets its own error; the
-        rest of the batch still runs."""
-        results: list[UploadRow | TensorRows | Deferred | ProblemError] = []
+        """Prepare every upload, one run for all that prepared. An upload that fails gets its own error;
+        the rest of the batch still runs."""
+        results: list[UploadRow | Deferred | ProblemError] = []
         inputs: list[np.ndarray] = []
-        rows = 0
-        for item in job.items:
-            result: UploadRow | TensorRows
-            if isinstance(item, np.ndarray):
-                tensor, result = item, TensorRows(rows, rows + len(item))
-            else:
-                try:
-                    upload = self.prepare(item, job.light_only, self.settings.working_max_side)
-                except ProblemError as exc:
-                    results.append(exc)
-                    continue
-                if isinstance(upload, Deferred):
-                    results.append(upload)
-                    continue
-                tensor = upload.prepared.batch
-                result = UploadRow(rows, upload.prepared.inverted, upload.decode_s, upload.preprocess_s)
-            results.append(result)
-            inputs.append(tensor)
-            rows += len(tensor)
+        for upload in job.uploads:
+            try:
+                prepared = self.prepare(upload, job.light_only, self.settings.working_max_side)
+            except ProblemError as exc:
+                results.append(exc)
+                continue
+            if isinstance(prepared, Deferred):
+                results.append(prepared)
+                continue
+            results.append(UploadRow(len(inputs), prepared.prepared.inverted, prepared.decode_s, prepared.preprocess_s))
+            inputs.append(prepared.prepared.batch)
         if not inputs:
-            empty = np.empty((0, self.classes), np.float32)
-            return Classified(results, empty, empty, np.empty((0, self.classes), np.int64), None, 0.0)
+            empty = np.empty((0, self.classes))
+            return Classified(results, empty, empty.astype(np.int64), 0.0)
         started = time.perf_counter()
-        logits, features = self.sessions.classify(inputs[0] if len(inputs) == 1 else np.concatenate(inputs))
+        logits, _ = self.sessions.classify(np.concatenate(inputs))
         run_s = time.perf_counter() - started
         probabilities = softmax(logits)
-        wants_features = any(isinstance(result, TensorRows) for result in results)
-        return Classified(results, logits, probabilities, ranking(probabilities),
-                          features if wants_features else None, run_s)
+        return Classified(results, probabilities, ranking(probabilities), run_s)
+
+    def infer(self, job: Infer) -> Inferred | Deferred:
+        """An Open Inference Protocol request, parsed, run and encoded here (its JSON may be megabytes)."""
+        header_bytes = openinference.header_size(job.body, job.header_length)
+        if job.light_only and header_bytes > self.settings.light_bytes:
+            return Deferred(0, len(job.body))
+        content, headers = openinference.answer(self.manifest, job.body, job.header_length,
+                                                self.settings.max_batch_size, self.sessions.classify)
+        return Inferred(content, headers)
 
     def explain(self, job: Explain) -> Explained | Deferred:
         """One heatmap in one go: prepare, run, weigh the maps, and encode what the format needs."""

@@ -4,16 +4,18 @@ Each message is an 8-byte length and a pickle (both ends run this very package).
 jobs in the order they came. The jobs:
 
 - :class:`Start` → :class:`Started`: load these model versions (once, at the worker's start).
-- :class:`Classify` → :class:`Classified`: one batch of uploads and / or ready tensors for one version.
+- :class:`Classify` → :class:`Classified`: one batch of uploads for one version.
 - :class:`Explain` → :class:`Explained`: one heatmap, computed and encoded entirely in the worker.
+- :class:`Infer` → :class:`Inferred`: one Open Inference Protocol request, body in, response body out.
 
 A model job names the worker-side model's method that answers it (``verb``): adding an endpoint that
 runs a model is a job here, a method on ``WorkerModel`` and the route that sends the job.
 
 In a job marked ``light_only`` (what ordinary workers get), an upload that is costly to decode — more than
-``light_pixels`` decoded or ``light_bytes`` encoded — is not decoded: its answer is :class:`Deferred`, and
-the server sends it on to a heavy worker. A request's own error (a broken image, a
-bad form) comes back as its :class:`~service.errors.ProblemError`; so does a job that fails as a whole.
+``light_pixels`` decoded or ``light_bytes`` encoded, or an inference request with more than ``light_bytes``
+of JSON — is not decoded: its answer is :class:`Deferred`, and the server sends it on to a heavy worker.
+A request's own error (a broken image, a bad form) comes back as its :class:`~service.errors.ProblemError`;
+so does a job that fails as a whole.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class Started:
 class Classify:
     verb: ClassVar[str] = "classify"
     key: Key
-    items: tuple[Upload | np.ndarray, ...]  # an upload, or a ready N×C×H×W float32 tensor
+    uploads: tuple[Upload, ...]
     light_only: bool  # defer uploads over light_pixels / light_bytes (see the module docstring)
 
 
@@ -85,12 +87,6 @@ class UploadRow:
 
 
 @dataclass(frozen=True, slots=True)
-class TensorRows:
-    start: int
-    stop: int
-
-
-@dataclass(frozen=True, slots=True)
 class Deferred:
     pixels: int  # what decoding this upload would produce
     bytes: int   # its encoded size
@@ -98,14 +94,12 @@ class Deferred:
 
 @dataclass(frozen=True, slots=True)
 class Classified:
-    """A batch's outputs as whole arrays (a handful cross the socket per batch, not per request) and each
-    item's place in them, or why it has none."""
+    """A batch's outputs as whole arrays (two cross the socket per batch, not two per request) and each
+    upload's row in them, or why it has none."""
 
-    items: list[UploadRow | TensorRows | Deferred | ProblemError]
-    logits: np.ndarray          # rows × classes
+    items: list[UploadRow | Deferred | ProblemError]
     probabilities: np.ndarray   # rows × classes
     ranking: np.ndarray         # rows × classes: class indices, most probable first
-    features: np.ndarray | None  # rows × maps × h × w, sent only when a tensor item is in the batch
     run_s: float
 
 
@@ -142,9 +136,24 @@ class Explained:
     timings: dict[str, float]  # seconds per stage
 
 
-ModelJob = Classify | Explain
+@dataclass(frozen=True, slots=True)
+class Infer:
+    verb: ClassVar[str] = "infer"
+    key: Key
+    body: bytes
+    header_length: str | None  # the Inference-Header-Content-Length header (binary tensor data)
+    light_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Inferred:
+    content: bytes
+    headers: dict[str, str]
+
+
+ModelJob = Classify | Explain | Infer
 Job = Start | ModelJob
-Reply = Started | Classified | Explained | Deferred | ProblemError
+Reply = Started | Classified | Explained | Inferred | Deferred | ProblemError
 
 HEADER = struct.Struct("!Q")
 

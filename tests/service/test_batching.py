@@ -15,9 +15,11 @@ from service.app import create_app
 from service.batching import MicroBatcher
 from service.errors import ProblemError, ServiceUnavailable, UnsupportedImage
 from service.manifest import Manifest
+from service.postprocessing import softmax
+from service.preprocessing import prepare
 from service.worker.model import WorkerModel
-from service.worker.protocol import Classified, Classify, TensorRows, Upload, UploadRow, Version
-from tests.helpers import MODELS, encode, upload
+from service.worker.protocol import Classified, Classify, Upload, Version
+from tests.helpers import MODELS, decoded, encode, upload
 
 LENET = MODELS / "lenet5" / "1"
 
@@ -29,21 +31,9 @@ def lenet(settings) -> WorkerModel:
     return WorkerModel.load(Version(LENET, manifest), settings, heavy=False)
 
 
-def single(x: np.ndarray) -> list[np.ndarray]:
-    return ort.InferenceSession(str(LENET / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
-
-
 def rows_of(reply: Classified) -> list:
-    """Each item's own slice of a batch reply, or its error (what the engine's dispatch hands back)."""
-    out = []
-    for item in reply.items:
-        if isinstance(item, ProblemError):
-            out.append(item)
-        else:
-            part = slice(item.start, item.stop) if isinstance(item, TensorRows) else slice(item.row, item.row + 1)
-            features = None if reply.features is None else reply.features[part]
-            out.append((reply.logits[part], features, reply.ranking[part]))
-    return out
+    """Each upload's own probabilities, or its error (what the engine's dispatch hands back)."""
+    return [item if isinstance(item, ProblemError) else reply.probabilities[item.row] for item in reply.items]
 
 
 def form(data: bytes) -> Upload:
@@ -51,8 +41,16 @@ def form(data: bytes) -> Upload:
     return Upload(request.read(), request.headers["content-type"])
 
 
-def test_batched_rows_equal_single_runs(lenet):
-    inputs = np.random.default_rng(0).random((12, 1, 1, 32, 32), np.float32)
+def single(data: bytes) -> np.ndarray:
+    """The probabilities ONNX Runtime gives this image alone, from the service's own preprocessing."""
+    manifest = Manifest.model_validate_json((LENET / "manifest.json").read_text())
+    batch = prepare(decoded(data), manifest).batch
+    session = ort.InferenceSession(str(LENET / "model.onnx"), providers=["CPUExecutionProvider"])
+    return softmax(session.run(["logits"], {"input": batch})[0])[0]
+
+
+def test_batched_rows_equal_single_runs_and_a_bad_upload_spoils_nothing(lenet, mnist_test):
+    digits = [encode(mnist_test.images[i, 0]) for i in range(0, 120, 10)]
     sizes: list[int] = []
 
     async def dispatch(items):
@@ -60,52 +58,20 @@ def test_batched_rows_equal_single_runs(lenet):
         return rows_of(await asyncio.to_thread(lenet.classify, Classify(("lenet5", "1"), tuple(items), True)))
 
     async def scenario():
-        batcher = MicroBatcher("lenet5", dispatch, max_batch_size=8, max_queue_delay_ms=50, max_queue=64, collectors=1)
-        results = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+        batcher = MicroBatcher("lenet5", dispatch, max_batch_size=5, max_queue_delay_ms=50, max_queue=64, collectors=1)
+        uploads = [form(d) for d in digits]
+        uploads.insert(3, form(b"junk"))
+        results = await asyncio.gather(*(batcher.submit(u) for u in uploads), return_exceptions=True)
         await batcher.close()
         return results
 
     results = asyncio.run(scenario())
-    assert max(sizes) > 1 and max(sizes) <= 8 and sum(sizes) == 12
-    for x, (logits, features, order) in zip(inputs, results, strict=True):
-        single_logits, single_features = single(x)
-        np.testing.assert_allclose(logits, single_logits, atol=1e-5)
-        np.testing.assert_allclose(features, single_features, atol=1e-5)
-        assert order[0, 0] == single_logits[0].argmax()
-
-
-def test_multi_image_requests_and_a_failing_input_share_batches_correctly(lenet, mnist_test):
-    rows_per_run: list[int] = []
-
-    def counted(items):
-        reply = lenet.classify(Classify(("lenet5", "1"), tuple(items), True))
-        rows_per_run.append(len(reply.logits))
-        return rows_of(reply)
-
-    rng = np.random.default_rng(1)
-    tensors = [rng.random((rows, 1, 32, 32), np.float32) for rows in (3, 1, 4, 2, 5, 1)]
-    digit = form(encode(mnist_test.images[0, 0]))
-
-    async def scenario():
-        batcher = MicroBatcher("lenet5", lambda items: asyncio.to_thread(counted, items), max_batch_size=6,
-                               max_queue_delay_ms=50, max_queue=64, collectors=1)
-        calls = [batcher.submit(t, rows=len(t)) for t in tensors]
-        calls.insert(2, batcher.submit(form(b"junk")))
-        calls.insert(4, batcher.submit(digit))
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        await batcher.close()
-        return results
-
-    results = asyncio.run(scenario())
-    uploaded, failed = results.pop(4), results.pop(2)
+    failed = results.pop(3)
     assert isinstance(failed, UnsupportedImage) and failed.status == 415
-    assert uploaded[0].shape == (1, 10) and uploaded[2][0, 0] == mnist_test.labels[0]
-    reply = lenet.classify(Classify(("lenet5", "1"), (digit,), True))
-    assert reply.features is None and isinstance(reply.items[0], UploadRow)  # uploads alone: no feature maps sent
-    assert max(rows_per_run) <= 6 and sum(rows_per_run) == 17 and len(rows_per_run) < len(tensors) + 1
-    for tensor, (logits, _, _) in zip(tensors, results, strict=True):
-        assert logits.shape == (len(tensor), 10)
-        np.testing.assert_allclose(logits, single(tensor)[0], atol=1e-5)
+    assert max(sizes) == 5 and sum(sizes) == 13 and len(sizes) == 3  # batches of up to five, junk included
+    for data, probabilities, index in zip(digits, results, range(0, 120, 10), strict=True):
+        np.testing.assert_allclose(probabilities, single(data), atol=1e-6)
+        assert probabilities.argmax() == mnist_test.labels[index]
 
 
 def test_full_queue_answers_503_with_retry_after(lenet):
@@ -117,7 +83,7 @@ def test_full_queue_answers_503_with_retry_after(lenet):
             return rows_of(lenet.classify(Classify(("lenet5", "1"), tuple(items), True)))
 
         batcher = MicroBatcher("lenet5", dispatch, max_batch_size=1, max_queue_delay_ms=0, max_queue=2, collectors=1)
-        x = np.zeros((1, 1, 32, 32), np.float32)
+        x = form(encode(np.zeros((28, 28), np.uint8)))
         first = asyncio.create_task(batcher.submit(x))     # taken by the collector, waits for the worker
         await asyncio.sleep(0.05)
         queued = [asyncio.create_task(batcher.submit(x)) for _ in range(2)]
@@ -131,7 +97,7 @@ def test_full_queue_answers_503_with_retry_after(lenet):
 
     busy, done = asyncio.run(scenario())
     assert busy.status == 503 and busy.headers == {"Retry-After": "1"}
-    assert len(done) == 3 and all(logits.shape == (1, 10) for logits, _, _ in done)
+    assert len(done) == 3 and all(probabilities.shape == (10,) for probabilities in done)
 
 
 def test_bad_requests_inside_a_batch_of_good_ones(settings, mnist_test):

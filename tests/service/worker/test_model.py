@@ -46,7 +46,7 @@ def test_costly_uploads_are_deferred_without_decoding_and_decoded_when_asked(cam
     small = form(encode(np.zeros((64, 64, 3), np.uint8)))
     reply = cam_net.classify(Classify(KEY, (big, small), light_only=True))
     assert reply.items[0] == Deferred(pixels=3000 * 3000, bytes=len(png))  # read up to its header only
-    assert len(reply.logits) == 1  # the small one still ran
+    assert len(reply.probabilities) == 1  # the small one still ran
     # A JPEG is decoded at reduced scale first: 800×600 needs no reduction at working_max_side 1024, so its
     # pixels are 480,000 > light_pixels: deferred too.
     assert isinstance(cam_net.classify(Classify(KEY, (photo,), light_only=True)).items[0], Deferred)

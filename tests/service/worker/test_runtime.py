@@ -3,6 +3,7 @@ batches to bucket sizes, and a failed run reported as 503 (all on the CPU: CI ha
 
 from __future__ import annotations
 
+import httpx
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -16,7 +17,7 @@ from service.manifest import Manifest
 from service.settings import Settings
 from service.worker.main import handle
 from service.worker.model import WorkerModel, read_verified
-from service.worker.protocol import Classify
+from service.worker.protocol import Classify, Upload
 from service.worker.runtime import (
     CPU,
     CUDA,
@@ -107,11 +108,12 @@ def test_a_failed_run_is_a_503_for_that_job_and_the_worker_lives_on(settings, tm
     manifest_ = Manifest.model_validate(manifest("lenet5"))
     gradient = read_verified(LENET, manifest_.graph_files[1], manifest_)
     model = WorkerModel(manifest_, Sessions.load(broken, gradient, settings), settings)
-    one, two = np.zeros((1, 1, 32, 32), np.float32), np.zeros((2, 1, 32, 32), np.float32)
     with pytest.raises(RunFailed, match="CPUExecutionProvider failed the run"):
-        model.sessions.classify(two)
-    reply, replace_worker = handle({("lenet5", "1"): model}, Classify(("lenet5", "1"), (two,), True))
+        model.sessions.classify(np.zeros((2, 1, 32, 32), np.float32))
+    request = httpx.Request("POST", "http://test/", files=upload((EXAMPLES / "digit_7.png").read_bytes()))
+    digit = Upload(request.read(), request.headers["content-type"])
+    reply, replace_worker = handle({("lenet5", "1"): model}, Classify(("lenet5", "1"), (digit, digit), True))
     assert isinstance(reply, ServiceUnavailable) and reply.status == 503 and "retry" in reply.detail
     assert replace_worker is False  # a CPU run failure leaves the process sound; a GPU one would replace it
-    reply, _ = handle({("lenet5", "1"): model}, Classify(("lenet5", "1"), (one,), True))
-    assert reply.logits.shape == (1, 10)
+    reply, _ = handle({("lenet5", "1"): model}, Classify(("lenet5", "1"), (digit,), True))
+    assert reply.probabilities.shape == (1, 10)
