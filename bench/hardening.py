@@ -211,7 +211,7 @@ def soak(port: int, requests: int) -> dict[str, Any]:
                         if sent["n"] >= requests:
                             return
                         sent["n"] += 1
-                    small = rng.random() < 0.9  # mostly ordinary uploads, one in ten a large one
+                    small = rng.random() < 0.975  # mostly ordinary uploads, one in forty a large one
                     image = images[rng.integers(0, 2)] if small else images[rng.integers(2, len(images))]
                     path = paths[rng.integers(0, len(paths))]
                     statuses[http.post(path, files={"file": ("i", image)}).status_code] += 1

@@ -29,7 +29,7 @@ from .metrics import Metrics
 from .repository import ModelRepository, ModelVersion
 from .settings import Settings
 from .worker.pool import WorkerPool
-from .worker.protocol import Classified, Classify, Deferred, ModelJob, Reply, Upload, UploadRow
+from .worker.protocol import Classified, Classify, Deferred, ModelJob, Reply, UnbatchedJob, Upload, UploadRow
 
 UploadRows = tuple[Classified, UploadRow]  # a batch's reply and one upload's row in it
 _INDEX = re.compile(r"[0-9]{1,6}")
@@ -85,15 +85,18 @@ class RemoteModel:
             raise reply
         return reply
 
-    async def ask(self, job: ModelJob) -> Reply:
+    async def ask(self, job: UnbatchedJob) -> Reply:
         """Any job that does not batch, in one round trip: on an ordinary worker behind a bounded queue, or,
         if it turns out costly (Deferred), on a heavy worker. A route that runs a model builds the job and
         awaits this."""
         started = time.perf_counter()
-        async with self.engine.ordinary_admission.slot():
-            reply = await self.engine.ordinary.call(job)
-        if isinstance(reply, Deferred):
+        if job.encoded_bytes > self.engine.settings.light_bytes:  # costly by its size alone: no detour
             reply = await self._heavy(replace(job, light_only=False))
+        else:
+            async with self.engine.ordinary_admission.slot():
+                reply = await self.engine.ordinary.call(job)
+            if isinstance(reply, Deferred):
+                reply = await self._heavy(replace(job, light_only=False))
         if isinstance(reply, ProblemError):
             raise reply
         self.engine.metrics.observe_run(self.entry.name, job.verb, 1, time.perf_counter() - started)
@@ -102,7 +105,10 @@ class RemoteModel:
     async def classify(self, upload: Upload, k: int) -> Classification:
         """The upload's top ``k`` classes, batched with whatever else is queued for the version."""
         started = time.perf_counter()
-        outcome = await self._batcher.submit(upload)
+        # A large file is costly whatever it holds: straight to a heavy worker. Others may still be deferred
+        # once an ordinary worker has read their header.
+        outcome = Deferred(0, len(upload.body)) if len(upload.body) > self.engine.settings.light_bytes else (
+            await self._batcher.submit(upload))
         if isinstance(outcome, Deferred):
             heavy = await self._heavy(Classify(self.entry.key, (upload,), light_only=False))
             assert isinstance(heavy, Classified)

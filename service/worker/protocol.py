@@ -114,6 +114,10 @@ class Explain:
     opacity: float
     light_only: bool
 
+    @property
+    def encoded_bytes(self) -> int:
+        return len(self.upload.body)
+
 
 @dataclass(frozen=True, slots=True)
 class HeatmapArrays:
@@ -145,13 +149,20 @@ class Infer:
     light_only: bool
 
 
+    @property
+    def encoded_bytes(self) -> int:
+        """What must be parsed as JSON: its header, or the whole body without the binary extension."""
+        return int(self.header_length) if self.header_length and self.header_length.isdecimal() else len(self.body)
+
+
 @dataclass(frozen=True, slots=True)
 class Inferred:
     content: bytes
     headers: dict[str, str]
 
 
-ModelJob = Classify | Explain | Infer
+UnbatchedJob = Explain | Infer  # each has encoded_bytes: what its costly part weighs
+ModelJob = Classify | UnbatchedJob
 Job = Start | ModelJob
 Reply = Started | Classified | Explained | Inferred | Deferred | ProblemError
 
