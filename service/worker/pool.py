@@ -118,6 +118,7 @@ class Worker:
             if not reply.done():
                 reply.set_exception(lost)
         self._on_exit(self)
+        await asyncio.to_thread(self.process.wait)  # reaped: no zombie left behind
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -216,8 +217,7 @@ class WorkerPool:
     def _lost(self, worker: Worker) -> None:
         if self._closing or worker not in self._workers:
             return
-        log.error("%s inference worker %s exited with code %s; starting another",
-                  self.name, worker.process.pid, worker.process.poll())
+        log.error("%s inference worker %s stopped; starting another", self.name, worker.process.pid)
         self._workers.remove(worker)
         self._down_since = self._down_since or time.monotonic()
         task = asyncio.get_running_loop().create_task(self._restore(), name=f"restore-{self.name}-worker")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -45,6 +46,7 @@ def test_a_worker_killed_while_idle_is_replaced_without_any_request(settings):
             [pid] = lane.pids
             os.kill(pid, signal.SIGKILL)
             assert wait_for(lambda lane=lane, pid=pid: replaced(lane, pid), 2.0) < 2.0  # noticed at once, not later
+            wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 2.0)  # reaped, not left a zombie
         assert client.get("/readyz").status_code == 200
         answered = client.post("/predict", files=upload(DIGIT))
         assert answered.status_code == 200 and answered.json()["predictions"][0]["label"] == "7"
