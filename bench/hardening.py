@@ -48,10 +48,12 @@ def png(width: int, height: int, mode: str = "L", noise: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-def jpeg(width: int, height: int, quality: int = 95) -> bytes:
+def jpeg(width: int, height: int, quality: int = 95, grain: float = 255) -> bytes:
+    """A JPEG of a gradient with noise of up to ``grain`` levels (255: pure noise, the largest file)."""
     buffer = io.BytesIO()
-    pixels = np.random.default_rng(height).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    ramp = np.linspace(0, 255 - grain, width, dtype=np.float32)[None, :, None]
+    noise = np.random.default_rng(height).random((height, width, 3), np.float32) * grain
+    Image.fromarray((ramp + noise).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
 
 
@@ -200,8 +202,8 @@ def form(image: bytes) -> tuple[bytes, dict[str, str]]:
 
 def soak(port: int, requests: int) -> dict[str, Any]:
     """Varied images (small digits to 36 MP), three client threads, the service's RSS sampled throughout."""
-    images = [DIGIT.read_bytes(), (ROOT / "examples" / "placed_3.png").read_bytes(), jpeg(1600, 1200, 85),
-              png(4000, 3000), png(6000, 6000), jpeg(4000, 3000, 90), png(1024, 768, "RGB", noise=True)]
+    images = [DIGIT.read_bytes(), (ROOT / "examples" / "placed_3.png").read_bytes(), jpeg(1600, 1200, 85, 40),
+              png(4000, 3000), png(6000, 6000), jpeg(6000, 6000, 85, 40), png(1024, 768, "RGB", noise=True)]
     paths = ["/predict?model=lenet5", "/predict?model=resnet_small", "/models/cam_net/cam?format=overlay",
              "/predict?model=vgg_small&version=2", "/models/lenet5/cam?format=json"]
     service = Service(port)

@@ -111,9 +111,10 @@ class Settings(BaseSettings):
     # HTTP.
     allowed_origins: list[str] = Field(
         default_factory=list, description="CORS origins, JSON list; empty: no CORS headers")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    host: str = "127.0.0.1"
-    port: int = 8000
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug also logs the traceback of every unexpected error")
+    host: str = Field("127.0.0.1", description="bind address (cnn-serve --host overrides)")
+    port: int = Field(8000, description="port (cnn-serve --port overrides)")
 
     @model_validator(mode="after")
     def _derived(self) -> Settings:
