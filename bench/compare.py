@@ -104,7 +104,8 @@ def main() -> None:
         report["points"][point] = medians
         b, a = medians["before"], medians["after"]
         print(f"{point:<26} {b['rps']:>13,.0f} {a['rps']:>12,.0f} {b['p50_ms']:>8.2f}/{b['p99_ms']:<9.2f} "
-              f"{a['p50_ms']:>8.2f}/{a['p99_ms']:<8.2f} {b['cpu_ms_per_request']:>12.2f} → {a['cpu_ms_per_request']:.2f}")
+              f"{a['p50_ms']:>8.2f}/{a['p99_ms']:<8.2f} {b['cpu_ms_per_request']:>12.2f} → "
+              f"{a['cpu_ms_per_request']:.2f}")
     args.out.write_text(json.dumps(report, indent=1))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -25,14 +26,19 @@ class Metrics:
                                    ["model", "graph"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("model_batch_size", "images per ONNX Runtime run", ["model"],
                                     buckets=BATCH_BUCKETS, registry=self.registry)
+        self._request_children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self.provider = Gauge("model_execution_provider", "1 for the execution provider each model version runs on; "
                               "fallback=true: CUDA was tried (providers=auto) and could not start",
                               ["model", "version", "provider", "requested", "fallback"], registry=self.registry)
 
     def observe_request(self, method: str, route: str, model: str, status: int, seconds: float) -> None:
-        labels = (method, route, model, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        key = (method, route, model, status)
+        children = self._request_children.get(key)
+        if children is None:  # prometheus-client's labels() lookup is the costly part: once per label set
+            labels = (method, route, model, str(status))
+            children = self._request_children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_run(self, model: str, graph: str, batch: int, seconds: float) -> None:
         self.inference.labels(model, graph).observe(seconds)

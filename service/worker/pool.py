@@ -95,7 +95,8 @@ class Worker:
             self.kill()
             raise WorkerLost(f"the inference worker could not be reached ({type(exc).__name__})") from None
         try:
-            return await asyncio.wait_for(reply, timeout)  # on timeout the reply is cancelled: a late one is dropped
+            async with asyncio.timeout(timeout):  # on timeout the reply is cancelled: a late one is dropped
+                return await reply
         except TimeoutError:
             log.error("inference worker %s overran %.1f s; killing it", self.process.pid, timeout)
             self.kill()
@@ -192,7 +193,8 @@ class WorkerPool:
     async def call(self, job: Job) -> Reply:
         timeout = self.settings.worker_timeout_s
         try:
-            worker = await asyncio.wait_for(self._free_worker(), timeout)
+            async with asyncio.timeout(timeout):  # (no task per call, as wait_for would make)
+                worker = await self._free_worker()
         except TimeoutError:
             raise ServiceUnavailable(f"no {self.name} inference worker became free within {timeout:.0f} s; retry later",
                                      retry_after=5) from None
