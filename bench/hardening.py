@@ -1,6 +1,8 @@
 """``python -m bench.hardening``: the service under attack and accident, each target measured as the
 production-hardening issue states it (a few minutes on 2 cores; wrk and Python clients as load).
 
+0. Heavy heatmaps: four 6000×6000 overlays at once while ``/healthz`` is polled (its latency, and how much
+   the server process grows), and how many bytes a JSON heatmap of a 12 MP upload sends back.
 1. Worker kills: 10 ``kill -9`` of the ordinary worker during 60 s of load at concurrency 8 (the success
    rate, hangs, and how soon ``/readyz`` is back after each); a kill while idle (repaired without a request).
 2. The worst request: normal clients' throughput while one client loops each candidate for the most costly
@@ -16,6 +18,7 @@ import argparse
 import io
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -100,6 +103,71 @@ class Service:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
+
+
+def overlays(port: int) -> dict[str, Any]:
+    from service.worker.protocol import Explain, Upload
+
+    service = Service(port)
+    try:
+        big = png(6000, 6000, "RGB")
+        server_before = rss_of(service.process.pid)
+        latencies, peak, answers = [], server_before, Counter[int]()
+
+        def heavy() -> None:
+            answer = httpx.post(f"{service.url}/models/cam_net/cam?format=overlay", files={"file": ("big.png", big)},
+                                timeout=300)
+            answers[answer.status_code] += 1
+
+        threads = [threading.Thread(target=heavy) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        with httpx.Client(base_url=service.url, timeout=60) as http:
+            while any(thread.is_alive() for thread in threads):
+                started = time.perf_counter()
+                http.get("/healthz")
+                latencies.append((time.perf_counter() - started) * 1e3)
+                peak = max(peak, rss_of(service.process.pid))
+                time.sleep(0.005)
+        latencies.sort()
+        # What crosses between the processes for a JSON heatmap of a 12 MP photo: the job (the upload itself)
+        # and the reply, pickled as the worker protocol sends them.
+        photo = jpeg(4000, 3000, 85, 40)
+        body, content_type = upload(photo)
+        job = Explain(("cam_net", "1"), Upload(body, content_type), None, "cam", "json", 0.5, light_only=False)
+        answer = httpx.post(f"{service.url}/models/cam_net/cam?format=json", files={"file": ("p.jpg", photo)},
+                            timeout=120)
+        reply_estimate = len(answer.content)
+        return {"overlays": dict(answers), "healthz_polls": len(latencies),
+                "healthz_p50_ms": round(latencies[len(latencies) // 2], 2),
+                "healthz_p99_ms": round(latencies[int(len(latencies) * 0.99)], 2),
+                "server_rss_growth_mb": round(peak - server_before, 1),
+                "json_heatmap_of_12mp": {"upload_bytes": len(photo), "job_bytes": len(pickle.dumps(job)),
+                                         "reply_bytes": reply_bytes(), "http_answer_bytes": reply_estimate}}
+    finally:
+        service.stop()
+
+
+def reply_bytes() -> int:
+    """The pickled worker reply of a JSON heatmap of a 12 MP photo, computed the way a worker does."""
+    from service.manifest import Manifest
+    from service.settings import Settings
+    from service.worker.model import WorkerModel
+    from service.worker.protocol import Explain, Upload, Version
+
+    directory = ROOT / "models" / "cam_net" / "1"
+    manifest = Manifest.model_validate_json((directory / "manifest.json").read_text())
+    model = WorkerModel.load(Version(directory, manifest), Settings(), heavy=True)
+    body, content_type = upload(jpeg(4000, 3000, 85, 40))
+    reply = model.explain(Explain(("cam_net", "1"), Upload(body, content_type), None, "cam", "json", 0.5, False))
+    return len(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def rss_of(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def worker_kills(port: int, kills: int, seconds: float) -> dict[str, Any]:
@@ -285,13 +353,14 @@ def sigterm(port: int, grace: int = 10) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench.hardening", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", choices=["kills", "worst", "soak", "stalled", "sigterm"])
+    parser.add_argument("--only", nargs="*", choices=["overlays", "kills", "worst", "soak", "stalled", "sigterm"])
     parser.add_argument("--kill-seconds", type=float, default=60)
     parser.add_argument("--worst-seconds", type=float, default=8)
     parser.add_argument("--soak", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "hardening-results.json")
     args = parser.parse_args()
-    steps = {"kills": lambda: worker_kills(8501, 10, args.kill_seconds),
+    steps = {"overlays": lambda: overlays(8500),
+             "kills": lambda: worker_kills(8501, 10, args.kill_seconds),
              "worst": lambda: worst_request(8502, args.worst_seconds),
              "soak": lambda: soak(8503, args.soak),
              "stalled": lambda: stalled_connections(8504),
