@@ -47,9 +47,11 @@ check: $(VENV)/.dev
 test: check container-runtime browser
 	$(BIN)/python -m pytest -m "slow or container"
 
-# Re-train and re-export every shipped model into models/ (about half an hour on 2 cores).
+# Re-train and re-export every shipped model and its int8 version into models/ (about an hour on 2 cores:
+# two models at a time, one thread each). The printed-digit glyphs ship in training/assets; only
+# `training fonts` (re-rendering them) needs Debian's font packages.
 models: $(VENV)/.dev
-	$(BIN)/training zoo
+	$(BIN)/training zoo --jobs 2
 
 # Service vs raw ONNX Runtime, the HTTP ceiling and a naive torch server (a few minutes; quiet machine).
 # Load comes from wrk (Debian's package), a C load generator that leaves the cores to the server.

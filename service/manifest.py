@@ -67,6 +67,20 @@ class Heatmaps(BaseModel):
     cam: CamWeights | None = Field(None, description="a GAP head's class weights; None: no CAM for this net")
 
 
+class SetScore(BaseModel):
+    """One evaluation set scored through the service's own pipeline (training/evaluate.py)."""
+
+    description: str
+    size: int
+    accuracy: float
+    ece_uncalibrated: float = Field(description="expected calibration error of the raw softmax (T = 1)")
+    ece: float = Field(description="expected calibration error after temperature scaling")
+    auroc: float | None = Field(description="how well the calibrated top probability separates right answers from "
+                                            "wrong ones (None: no wrong answers)")
+    unsure: float = Field(description="share of answers flagged unsure")
+    unsure_errors: float | None = Field(description="share of the wrong answers that were flagged unsure")
+
+
 class Metrics(BaseModel):
     dataset: str
     split: str
@@ -74,6 +88,19 @@ class Metrics(BaseModel):
     test_accuracy: float
     val_accuracy: float
     confusion_matrix: list[list[int]]
+    in_distribution: dict[str, SetScore] = Field(
+        default_factory=dict, description="the test split, and the validation scenes calibration was fitted on")
+    external: dict[str, SetScore] = Field(
+        default_factory=dict, description="test-only sets from outside the training data (training/external.py)")
+
+
+class Calibration(BaseModel):
+    """Temperature scaling and the unsure threshold, both fitted on validation (training/calibration.py)."""
+
+    temperature: float = Field(gt=0, description="logits are divided by this before the softmax")
+    unsure_below: float = Field(ge=0, le=1, description="an answer whose calibrated top probability is below this "
+                                                        "is flagged unsure")
+    fitted_on: str
 
 
 class LayerRow(BaseModel):
@@ -154,6 +181,7 @@ class Manifest(BaseModel):
     outputs: Outputs
     heatmaps: Heatmaps
     metrics: Metrics
+    calibration: Calibration | None = Field(None, description="None: raw softmax, nothing flagged unsure")
     training: TrainingInfo
     export: ExportInfo
     files: dict[str, FileEntry] = Field(description="every file the service loads, by path relative to the version's "

@@ -127,20 +127,60 @@ def letterbox(image: Image.Image, prep: Preprocessing) -> Fitted:
     return _fit(image, width, height, fill if len(fill) > 1 else fill[0])
 
 
+def _border_plane(pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    """The page under the digit, as a plane a + b·x + c·y fitted to the border pixels (uneven light across a
+    photo), and the noise level (robust σ of the border about it). Border pixels the digit touches (a
+    full-frame crop) are left out first: those far from the border's median, then those far from the plane."""
+    height, width = pixels.shape
+    ys = np.concatenate([np.zeros(width), np.full(width, height - 1), np.arange(height), np.arange(height)])
+    xs = np.concatenate([np.arange(width), np.arange(width), np.zeros(height), np.full(height, width - 1)])
+    values = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).astype(np.float64)
+    design = np.stack([np.ones_like(xs), xs / width, ys / height], 1)
+
+    def robust_sigma(residual: np.ndarray) -> float:
+        return 1.4826 * float(np.median(np.abs(residual)))
+
+    deviation = values - np.median(values)
+    keep = np.abs(deviation) <= max(3 * robust_sigma(deviation), 2.0)  # at least half the border, by the median
+    for _ in range(2):
+        coef = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        residual = values - design @ coef
+        spread = robust_sigma(residual[keep])
+        closer = np.abs(residual) <= max(3 * spread, 2.0)
+        if closer.sum() < len(values) // 4:
+            break
+        keep = closer
+    plane = coef[0] + coef[1] * np.arange(width)[None, :] / width + coef[2] * np.arange(height)[:, None] / height
+    return plane.astype(np.float32), spread
+
+
+def _settled(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with at least two marked 8-neighbours: strokes stay, isolated noise specks go."""
+    padded = np.pad(mask, 1).astype(np.uint8)
+    height, width = mask.shape
+    neighbours = sum(padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+                     for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+    return mask & (neighbours >= 2)
+
+
 def mnist_centred(gray: Image.Image, prep: Preprocessing) -> Fitted:
-    """MNIST's own recipe: light digit on black, cropped to the ink, longest side 20 px, centred by
-    mass on 28×28. Images with a light background (border mean above mid-grey) are inverted first."""
+    """MNIST's own recipe: light digit on black, cropped to the ink, longest side 20 px, centred by mass on
+    28×28. Made for photos and scans too: the page is taken away as a fitted plane (uneven light), paper
+    grain and sensor noise below three of its σ are dropped, and dark ink on a lighter page is inverted."""
     pixels = np.asarray(gray, np.float32)
-    background = float(_border_mean(pixels))
-    inverted = background > LIGHT_BACKGROUND
-    if inverted:
-        pixels, background = 255 - pixels, 255 - background
-    ink = np.clip(pixels - background, 0, None)
-    if ink.max() < 1:  # blank: nothing to centre
-        blank = _fit(Image.fromarray(ink.astype(np.uint8)), MNIST_CANVAS, MNIST_CANVAS, 0)
+    plane, noise = _border_plane(pixels)
+    residual = pixels - plane
+    floor = 3 * noise + 2
+    strong = residual[np.abs(residual) > floor]
+    # Dark ink on a lighter page: the strong departures from the page are mostly darker than it.
+    inverted = bool(strong.sum() < 0) if strong.size else float(plane.mean()) > LIGHT_BACKGROUND
+    ink = np.clip((-residual if inverted else residual) - floor, 0, None)
+    peak = float(ink.max())
+    ys, xs = np.nonzero(_settled(ink > 0.2 * peak))
+    if peak < 2 * noise + 4 or not len(ys):  # blank, or only specks of grain: nothing to centre
+        blank = _fit(Image.fromarray(np.zeros(pixels.shape, np.uint8)), MNIST_CANVAS, MNIST_CANVAS, 0)
         return blank._replace(inverted=inverted)
-    ink *= 255 / ink.max()
-    ys, xs = np.nonzero(ink > 0.2 * 255)
+    ink *= 255 / peak
     x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
     ratio = MNIST_BOX / max(x1 - x0, y1 - y0)
     new_w, new_h = max(1, round((x1 - x0) * ratio)), max(1, round((y1 - y0) * ratio))
@@ -178,12 +218,18 @@ def normalise(pixels: np.ndarray, prep: Preprocessing, size: tuple[int, int]) ->
     return batch
 
 
+def fit(page: Image.Image, prep: Preprocessing) -> Fitted:
+    """A gray or RGB image fitted into the content size by the recipe's ``kind`` (training fits its
+    scenes with this too)."""
+    mode = "L" if prep.color == "gray" else "RGB"
+    return KINDS[prep.kind](page if page.mode == mode else page.convert(mode), prep)
+
+
 def prepare(image: Image.Image, manifest: Manifest) -> Prepared:
     """Decoded image → normalised 1×C×H×W batch, per the manifest's preprocessing."""
     spec, prep = manifest.input, manifest.preprocessing
     page = _flatten_alpha(image)
-    mode = "L" if prep.color == "gray" else "RGB"
-    fitted = KINDS[prep.kind](page if page.mode == mode else page.convert(mode), prep)
+    fitted = fit(page, prep)
     content = fitted.content
     pixels = np.asarray(content).reshape(1, content.height, content.width, spec.channels).transpose(0, 3, 1, 2)
     y0, x0 = (spec.height - content.height) // 2, (spec.width - content.width) // 2

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .manifest import LayerRow
+from .manifest import Calibration, LayerRow, SetScore
 
 
 class ClassScore(BaseModel):
@@ -22,6 +22,14 @@ class Timings(BaseModel):
     total_ms: float = Field(description="from the upload read to the answer, queueing included")
 
 
+class Confidence(BaseModel):
+    unsure: bool = Field(description="the calibrated top probability is below the model's unsure threshold")
+    probability: float = Field(ge=0, le=1, description="the calibrated top probability")
+    unsure_below: float | None = Field(description="the threshold, chosen on validation; None: the model carries "
+                                                   "no calibration and nothing is flagged")
+    message: str = Field(examples=["not sure: looks like 1 or 7"])
+
+
 class PredictResponse(BaseModel):
     model: str = Field(examples=["mnist_cnn_b"])
     version: str = Field(examples=["1"])
@@ -30,6 +38,7 @@ class PredictResponse(BaseModel):
     provider: str = Field(examples=["CPUExecutionProvider"],
                           description="ONNX Runtime execution provider that ran the model")
     inverted: bool = Field(description="the image was inverted (light background, MNIST-style model)")
+    confidence: Confidence
     timings: Timings
 
 
@@ -52,6 +61,9 @@ class ModelInfo(BaseModel):
     labels: list[str]
     test_accuracy: float = Field(examples=[0.97])
     test_dataset: str = Field(examples=["mnist"])
+    external: dict[str, SetScore] = Field(description="accuracy, calibration and the unsure flag on test-only sets "
+                                                      "from outside the training data (digits it was not trained on)")
+    calibration: Calibration | None = Field(description="the temperature and unsure threshold the probabilities use")
     parameters: int
     heatmap_methods: list[str] = Field(description="heatmap methods this version supports, the default first")
     heatmap_titles: dict[str, str] = Field(description="each method's name as people write it",

@@ -12,8 +12,8 @@ from .architectures import get_architecture, list_architectures
 from .data import DATASETS, DEFAULT_SEED
 from .recipes import RECIPES
 from .train import TrainConfig
+from .zoo import RUNS
 
-RUNS = Path("runs")
 MODELS = Path("models")
 
 
@@ -21,7 +21,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train import train
 
     base = RECIPES.get(args.arch, TrainConfig(args.arch))
-    options = ("dataset", "epochs", "batch_size", "lr", "patience", "copies", "seed", "threads", "label_smoothing",
+    options = ("dataset", "epochs", "batch_size", "lr", "patience", "printed", "seed", "threads", "label_smoothing",
                "box_attention")
     overrides = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     if args.no_augment:
@@ -47,40 +47,31 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    from .export import export_run
-    from .train import train
+    from .zoo import build
 
     names = args.names or list(RECIPES)
     unknown = sorted(set(names) - set(RECIPES))
     if unknown:
         raise SystemExit(f"no recipe for: {', '.join(unknown)}; recipes: {', '.join(RECIPES)}")
-    for name in names:
-        config = replace(RECIPES[name], threads=args.threads or 0)
-        if not args.skip_train:
-            train(config, RUNS / name)
-        manifest = export_run(RUNS / name, args.models_dir, name=name, version=args.version)
-        print(f"{name}: test accuracy {manifest.metrics.test_accuracy:.2%} → {args.models_dir}/{name}/{args.version}/")
-        if args.int8_version:
-            _quantize_one(args.models_dir, name, args.version, args.int8_version)
+    args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})  # picklable for the jobs
+    if args.jobs == 1:
+        for name in names:
+            build(name, args)
+        return 0
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    # Longest first, so the last job to start is a short one; each process trains with one thread.
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        for future in [pool.submit(build, name, args) for name in names]:
+            future.result()
     return 0
 
 
-def _quantize_one(models_dir: Path, name: str, source: str, version: str) -> bool:
-    from .quantize import QuantizationRejected, quantize_version
-
-    try:
-        manifest = quantize_version(models_dir, name, source=source, version=version)
-    except QuantizationRejected as exc:
-        print(f"{exc}")
-        return False
-    assert manifest.export.quantization is not None
-    print(f"{name}: int8 test accuracy {manifest.metrics.test_accuracy:.2%} "
-          f"(drop {manifest.export.quantization.accuracy_drop * 100:+.1f} pt) → {models_dir}/{name}/{version}/")
-    return True
-
-
 def _quantize(args: argparse.Namespace) -> int:
-    shipped = [_quantize_one(args.models_dir, name, args.source, args.version) for name in args.names]
+    from .zoo import quantize_one
+
+    shipped = [quantize_one(args.models_dir, name, args.source, args.version) for name in args.names]
     return 0 if all(shipped) else 1
 
 
@@ -90,6 +81,7 @@ def _examples(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .data import mnist_digits, placed_digits
+    from .external import printed_heldout, sklearn_digits
 
     args.out.mkdir(parents=True, exist_ok=True)
     digits, canvases = mnist_digits("test"), placed_digits("test")
@@ -100,8 +92,33 @@ def _examples(args: argparse.Namespace) -> int:
     page.save(args.out / "digit_2_dark_on_light.jpg", quality=90)
     index = int(np.flatnonzero(canvases.labels == 3)[1])
     Image.fromarray(canvases.images[index].transpose(1, 2, 0)).save(args.out / "placed_3.png")
+    # From the external sets (test-only): a held-out font photographed, and another writer's 8×8 scan.
+    printed, scans = printed_heldout(), sklearn_digits()
+    printed.images[int(np.flatnonzero(printed.labels == 4)[0])].resize((288, 288), Image.Resampling.BICUBIC).save(
+        args.out / "printed_4_photo.jpg", quality=85)
+    scans.images[int(np.flatnonzero(scans.labels == 1)[0])].save(args.out / "scan_1.png")
     for path in sorted(args.out.iterdir()):
         print(path)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import replace_in, tables
+
+    generated = tables(args.models_dir)
+    if args.write:
+        args.write.write_text(replace_in(args.write.read_text(), generated))
+        print(f"model tables updated in {args.write}")
+    else:
+        print(generated)
+    return 0
+
+
+def _fonts(args: argparse.Namespace) -> int:
+    from . import fonts
+
+    counts = fonts.build()
+    print(f"{fonts.GLYPHS}: " + ", ".join(f"{n} {split} faces" for split, n in counts.items()))
     return 0
 
 
@@ -125,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="Adam learning rate")
     p.add_argument("--patience", type=int, help="epochs without a better validation loss before stopping")
-    p.add_argument("--copies", type=int, help="placed dataset: canvases per training digit")
+    p.add_argument("--printed", type=int, help="printed glyphs in each epoch's scenes, beside the MNIST digits")
     p.add_argument("--seed", type=int, help=f"seed for the split, initialisation and batches (default {DEFAULT_SEED})")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per core)")
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (0: none)")
@@ -147,11 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("examples"))
     p.set_defaults(func=_examples)
 
+    p = sub.add_parser("report", help="the README's model tables, from the manifests")
+    p.add_argument("--models-dir", type=Path, default=MODELS)
+    p.add_argument("--write", type=Path, metavar="README", help="replace the tables in this file instead of printing")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("fonts", help="re-render the printed-digit glyph set from the installed fonts (it ships in "
+                                     "the repository; only needed after changing the font lineages)")
+    p.set_defaults(func=_fonts)
+
     p = sub.add_parser("zoo", help="train and export the shipped models (what `make models` runs)")
     p.add_argument("names", nargs="*", metavar="NAME", help=f"any of: {', '.join(RECIPES)} (default: all of them)")
     p.add_argument("--skip-train", action="store_true", help="re-export the existing runs only")
     p.add_argument("--version", default="1")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, help="torch threads per job (default: one per core; 1 with --jobs > 1)")
+    p.add_argument("--jobs", type=int, default=1, help="models trained at once, each in its own process")
     p.add_argument("--int8-version", default="2", help="also write a static int8 version here ('' for none)")
     p.add_argument("--models-dir", type=Path, default=MODELS)
     p.set_defaults(func=_zoo)

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -18,6 +18,9 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 
 from service.manifest import Preprocessing
+
+from . import fonts
+from .augment import SceneStyle, form_scans, scenes
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -33,6 +36,19 @@ PREPROCESSING = {
     "placed": Preprocessing(kind="letterbox", color="rgb", content_size=[CANVAS, CANVAS], scale=1 / 255,
                             mean=[0.0] * 3, std=[1.0] * 3),
 }
+
+
+# The plain look of each dataset as scenes: an upright digit of MNIST's or the placed canvases' size.
+CLEAN = SceneStyle(digit_sizes=(0.22, 0.40), stroke=0, elastic=0, rotation_deg=10, shear=0, perspective=0,
+                   low_resolution=0, blur=0, plain_page=0, noise=0.06, jpeg=0)
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """What a split's scenes hold besides its MNIST digits (each once)."""
+
+    printed: int = 2000   # printed glyphs, drawn from the split's font lineages
+    clean: float = 0.3    # the share drawn in the plain look (CLEAN), the rest fully varied
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,62 @@ def placed_digits(split: str, seed: int = DEFAULT_SEED, copies: int = 1, variant
             boxes.append(box)
             labels.append(label)
     return Dataset("placed", split, np.stack(images), np.array(labels), np.array(boxes))
+
+
+def scene_dataset(name: str, split: str, seed: int = DEFAULT_SEED, variant: int = 0,
+                  mixture: Mixture = Mixture()) -> Dataset:
+    """The split's MNIST digits and ``mixture.printed`` glyphs as 64×64 scenes (RGB for ``placed``, gray for
+    ``mnist``): raw images, as uploaded, that the model's preprocessing still has to fit."""
+    digits = mnist_digits(split, seed)
+    rng = np.random.default_rng([seed, SPLITS.index(split), variant, 15])
+    faces = fonts.glyphs(split)
+    pick = rng.integers(0, faces.shape[0] * 10, mixture.printed)
+    printed, printed_labels = faces.reshape(-1, *faces.shape[2:])[pick], pick % 10
+    clean_mnist = rng.random(len(digits)) < mixture.clean
+    clean_printed = rng.random(len(pick)) < mixture.clean
+    images, boxes, labels = [], [], []
+    for style, mnist_part, printed_part in ((CLEAN, clean_mnist, clean_printed),
+                                            (SceneStyle(), ~clean_mnist, ~clean_printed)):
+        drawn, drawn_boxes = scenes([digits.images[mnist_part, 0], printed[printed_part]], rng,
+                                    replace(style, canvas=CANVAS), color=name == "placed")
+        images.append(drawn)
+        boxes.append(drawn_boxes)
+        labels += [digits.labels[mnist_part], printed_labels[printed_part]]
+    return Dataset(name, split, np.concatenate(images), np.concatenate(labels), np.concatenate(boxes))
+
+
+VAL_PRINTED = 500  # printed glyphs (of the validation lineages) in the validation scenes
+VALIDATION_DESCRIPTION = {
+    name: f"MNIST validation digits and {VAL_PRINTED} printed validation-font glyphs as {look} scenes, and the "
+          f"same digits as 8×8 form scans"
+    for name, look in (("mnist", "gray"), ("placed", "RGB"))
+}
+
+
+def validation_set(name: str, seed: int = DEFAULT_SEED, augmented: bool = True) -> Dataset:
+    """What early stopping, calibration and the unsure threshold are chosen on: the validation scenes and
+    the validation digits as low-resolution form scans (or the plain split, for a model trained without
+    augmentation)."""
+    if not augmented:
+        return load_dataset(name, "val", seed)
+    drawn = scene_dataset(name, "val", seed, variant=0, mixture=Mixture(printed=VAL_PRINTED))
+    digits = mnist_digits("val", seed)
+    scans = form_scans(digits.images[:, 0])[:, None]
+    if name == "placed":
+        scans = np.repeat(scans, 3, axis=1)
+    whole_frame = np.array([[0, 0, CANVAS, CANVAS]] * len(scans))
+    return Dataset(name, "val", np.concatenate([drawn.images, scans]), np.concatenate([drawn.labels, digits.labels]),
+                   None if drawn.boxes is None else np.concatenate([drawn.boxes, whole_frame]))
+
+
+def training_set(name: str, seed: int = DEFAULT_SEED, augmented: bool = True) -> Dataset:
+    """The first epoch's training images: what int8 quantization calibrates its activation ranges on."""
+    return scene_dataset(name, "train", seed) if augmented else load_dataset(name, "train", seed)
+
+
+def pictures(images: np.ndarray) -> list[Image.Image]:
+    """uint8 N×C×H×W arrays as the images a user would upload (gray or RGB)."""
+    return [Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)) for image in images]
 
 
 def load_dataset(name: str, split: str, seed: int = DEFAULT_SEED, copies: int = 1, variant: int = 0) -> Dataset:

@@ -15,14 +15,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from service.manifest import Manifest
 from service.preprocessing import prepare
 
-from .data import LABELS
+from .data import LABELS, pictures
 
 BATCH = 256
-
-
-def pictures(images: np.ndarray) -> list[Image.Image]:
-    """uint8 N×C×H×W arrays as the images a user would upload (gray or RGB)."""
-    return [Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)) for image in images]
 
 
 def served_inputs(images: np.ndarray | list[Image.Image], manifest: Manifest) -> np.ndarray:

@@ -23,12 +23,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from PIL import Image
+from sklearn.metrics import confusion_matrix
 from torch import nn
 from torch.func import functional_call
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from service.manifest import (
     MODEL_FILE,
+    Calibration,
     CamWeights,
     ExportInfo,
     FileEntry,
@@ -39,6 +42,7 @@ from service.manifest import (
     Metrics,
     ModelConfig,
     Outputs,
+    SetScore,
     Summary,
     TensorSpec,
     TrainingInfo,
@@ -46,7 +50,9 @@ from service.manifest import (
 
 from . import evaluate
 from .architectures import CNN, get_architecture
-from .data import LABELS, PREPROCESSING, load_dataset
+from .calibration import expected_calibration_error, fit_temperature, probabilities, separation, unsure_threshold
+from .data import LABELS, PREPROCESSING, VALIDATION_DESCRIPTION, load_dataset, validation_set
+from .external import DESCRIPTIONS, external_sets
 from .summary import summarize
 from .train import TrainConfig, load_run, to_input
 
@@ -235,15 +241,45 @@ def export_run(run_dir: Path, models_dir: Path, name: str | None = None, version
     return manifest
 
 
-def served_metrics(manifest: Manifest, graph: Path) -> Metrics:
-    """Test and validation accuracy of ``graph`` through the service's own preprocessing (training/evaluate.py)."""
+def served_metrics(manifest: Manifest, graph: Path) -> tuple[Metrics, Calibration]:
+    """``graph`` scored through the service's own preprocessing (training/evaluate.py): the test split; the
+    validation scenes, which fit the temperature and the unsure threshold; and the external sets, which
+    only ever report (training/external.py)."""
     dataset, seed = manifest.metrics.dataset, manifest.training.seed
-    test, val = load_dataset(dataset, "test", seed), load_dataset(dataset, "val", seed)
     model = evaluate.session(graph)
-    accuracy, confusion = evaluate.scores(model, evaluate.served_inputs(test.images, manifest), test.labels)
-    val_accuracy, _ = evaluate.scores(model, evaluate.served_inputs(val.images, manifest), val.labels)
-    return Metrics(dataset=dataset, split="test", test_size=len(test), test_accuracy=accuracy,
-                   val_accuracy=val_accuracy, confusion_matrix=confusion)
+
+    def run(images: np.ndarray | list[Image.Image]) -> np.ndarray:
+        return evaluate.logits(model, evaluate.served_inputs(images, manifest))
+
+    val = validation_set(dataset, seed, augmented=manifest.training.config.get("augment") is not False)
+    val_logits = run(val.images)
+    temperature = fit_temperature(val_logits, val.labels)
+    confidence = probabilities(val_logits, temperature).max(1)
+    calibration = Calibration(temperature=temperature,
+                              unsure_below=unsure_threshold(confidence, val_logits.argmax(1) == val.labels),
+                              fitted_on=f"validation ({len(val)} images: {VALIDATION_DESCRIPTION[dataset]})")
+
+    def score(description: str, logits: np.ndarray, labels: np.ndarray) -> SetScore:
+        calibrated = probabilities(logits, temperature)
+        correct = logits.argmax(1) == labels
+        flagged = calibrated.max(1) < calibration.unsure_below
+        return SetScore(description=description, size=len(labels), accuracy=float(correct.mean()),
+                        ece_uncalibrated=expected_calibration_error(probabilities(logits), labels),
+                        ece=expected_calibration_error(calibrated, labels),
+                        auroc=separation(calibrated.max(1), correct), unsure=float(flagged.mean()),
+                        unsure_errors=float(flagged[~correct].mean()) if (~correct).any() else None)
+
+    test = load_dataset(dataset, "test", seed)
+    test_logits = run(test.images)
+    predicted = test_logits.argmax(1)
+    metrics = Metrics(
+        dataset=dataset, split="test", test_size=len(test), test_accuracy=float(np.mean(predicted == test.labels)),
+        val_accuracy=float(np.mean(val_logits.argmax(1) == val.labels)),
+        confusion_matrix=confusion_matrix(test.labels, predicted, labels=range(len(LABELS))).tolist(),
+        in_distribution={"test": score(f"{dataset} test split", test_logits, test.labels),
+                         "val": score(calibration.fitted_on, val_logits, val.labels)},
+        external={e.name: score(DESCRIPTIONS[e.name], run(e.images), e.labels) for e in external_sets()})
+    return metrics, calibration
 
 
 def _write_version(config: TrainConfig, model: CNN, report: dict[str, Any], images: torch.Tensor,
@@ -284,7 +320,7 @@ def _write_version(config: TrainConfig, model: CNN, report: dict[str, Any], imag
                for file in (MODEL_FILE, GRADCAM_FILE)},
         summary=Summary.model_validate(summary),
     )
-    manifest.metrics = served_metrics(manifest, staging / MODEL_FILE)
+    manifest.metrics, manifest.calibration = served_metrics(manifest, staging / MODEL_FILE)
     (staging / "manifest.json").write_text(manifest.model_dump_json(indent=1))
     return manifest
 

@@ -22,7 +22,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from service.manifest import MODEL_FILE, FileEntry, Manifest, Quantization
 
 from . import evaluate
-from .data import load_dataset
+from .data import training_set
 from .export import ExportError, served_metrics, sha256, stored_parameter_count, write_model_config
 
 MAX_ACCURACY_DROP = 0.005  # the issue's bar: more than 0.5 pt lost and the int8 version is not shipped
@@ -49,8 +49,9 @@ def quantize_version(models_dir: Path, name: str, source: str = "1", version: st
     (writing nothing) when test accuracy drops by more than MAX_ACCURACY_DROP."""
     source_dir = models_dir / name / source
     manifest = Manifest.model_validate_json((source_dir / "manifest.json").read_text())
-    train = load_dataset(manifest.metrics.dataset, "train", manifest.training.seed)
-    spread = np.linspace(0, len(train) - 1, calibration_images).astype(int)  # the split is sorted by class
+    train = training_set(manifest.metrics.dataset, manifest.training.seed,
+                         augmented=manifest.training.config.get("augment") is not False)
+    spread = np.linspace(0, len(train) - 1, calibration_images).astype(int)  # every class, both kinds of digit
     calibration = evaluate.served_inputs(train.images[spread], manifest)  # what the service will feed it
 
     directory = models_dir / name / version
@@ -75,7 +76,7 @@ def quantize_version(models_dir: Path, name: str, source: str = "1", version: st
 
 
 def _check_and_describe(manifest: Manifest, staging: Path, version: str, calibrated_on: int) -> Manifest:
-    metrics = served_metrics(manifest, staging / MODEL_FILE)
+    metrics, calibration = served_metrics(manifest, staging / MODEL_FILE)
     float_accuracy = manifest.metrics.test_accuracy
     drop = float_accuracy - metrics.test_accuracy
     if drop > MAX_ACCURACY_DROP:
@@ -91,14 +92,15 @@ def _check_and_describe(manifest: Manifest, staging: Path, version: str, calibra
     shared_gradcam = f"../{source_version}/{gradient.file}"
     quantization = Quantization(
         format="QDQ", weights="int8, per output channel", activations="uint8, per tensor",
-        calibration=f"min-max over {calibrated_on} {manifest.metrics.dataset} training images, every class",
+        calibration=f"min-max over {calibrated_on} {manifest.metrics.dataset} training images (scenes: handwritten "
+                    f"and printed), every class",
         source_version=source_version, source_test_accuracy=float_accuracy, accuracy_drop=drop,
         onnxruntime=ort.__version__)
     model_file = staging / MODEL_FILE
     quantized = manifest.model_copy(deep=True, update={
         "version": version, "precision": "int8",
         "description": f"{manifest.description} — int8 (static QDQ) version of v{source_version}",
-        "metrics": metrics,
+        "metrics": metrics, "calibration": calibration,
         "export": manifest.export.model_copy(update={"quantization": quantization}),
         "heatmaps": manifest.heatmaps.model_copy(
             update={"gradcam_graph": gradient.model_copy(update={"file": shared_gradcam})}),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,10 +19,10 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from tqdm import tqdm
 
 from service.manifest import Preprocessing
-from service.preprocessing import normalise
+from service.preprocessing import fit, normalise
 
 from .architectures import CNN, InputSpec, create_model
-from .data import DEFAULT_SEED, LABELS, PREPROCESSING, load_dataset
+from .data import DEFAULT_SEED, LABELS, PREPROCESSING, Mixture, load_dataset, pictures, scene_dataset, validation_set
 from .plots import plot_confusion, plot_history
 
 
@@ -33,8 +34,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     patience: int = 5
-    augment: bool = True
-    copies: int = 1
+    augment: bool = True  # fresh scenes every epoch (training.augment); off: the plain dataset, as is
+    printed: int = 2000   # printed glyphs in each epoch's scenes, beside the MNIST digits
     seed: int = DEFAULT_SEED
     threads: int = 0  # 0: torch's default (one per core)
     limit: int = 0    # train on this many evenly spread training images (0: all); for smoke tests
@@ -68,21 +69,11 @@ class TrainResult:
 
 
 def to_input(images: np.ndarray, prep: Preprocessing, spec: InputSpec) -> torch.Tensor:
-    """uint8 N×C×h×w → the net's float N×C×H×W input, normalised and padded by the service's own function
-    (how LeNet-5 takes 28×28 digits on its 32×32 input)."""
-    return torch.from_numpy(normalise(images, prep, (spec.height, spec.width)))
-
-
-def random_affine(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Light augmentation: rotate ±10°, scale 0.9–1.1, shift ±8 % of the size, per image."""
-    n = x.shape[0]
-    u = lambda lo, hi: torch.empty(n).uniform_(lo, hi, generator=generator)  # noqa: E731
-    angle, scale = u(-math.pi / 18, math.pi / 18), u(0.9, 1.1)
-    tx, ty = u(-0.16, 0.16), u(-0.16, 0.16)  # affine_grid coordinates span 2, so 0.16 is 8 %
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    """uint8 N×C×h×w images → the net's float N×C×H×W input, fitted, normalised and padded by the service's
+    own functions (MNIST's crop-and-centre, LeNet-5's 32×32 around a 28×28 digit): no train/serve skew."""
+    contents = [np.asarray(fit(picture, prep).content) for picture in pictures(images)]
+    pixels = np.stack(contents).reshape(len(contents), *contents[0].shape[:2], -1).transpose(0, 3, 1, 2)
+    return torch.from_numpy(normalise(pixels, prep, (spec.height, spec.width)))
 
 
 @torch.no_grad()
@@ -116,8 +107,9 @@ def cam_box_loss(model: CNN, maps: torch.Tensor, labels: torch.Tensor, boxes: to
     return -(p * share.flatten(1)).sum(1).clamp_min(1e-12).log().mean()
 
 
-def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = True) -> TrainResult:
-    """Train ``config.arch``; with ``out_dir``, write checkpoint, report and plots there."""
+def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = True, bars: bool = True) -> TrainResult:
+    """Train ``config.arch``; with ``out_dir``, write checkpoint, report and plots there. ``progress``: a line
+    per epoch, and with ``bars`` a progress bar per epoch too."""
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -128,27 +120,29 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
     if config.box_attention and not (model.supports_cam and config.dataset == "placed"):
         raise ValueError("--box-attention needs a GAP (CAM) architecture and the placed dataset, which has boxes")
 
-    def tensors(split: str, copies: int = 1,
-                variant: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Inputs, labels and (placed digits) boxes of a split."""
-        data = load_dataset(config.dataset, split, config.seed, copies, variant)
+    def tensors(split: str, variant: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Inputs, labels and (placed digits) boxes of a split; scenes for train and val when augmenting."""
+        if split == "val":
+            data = validation_set(config.dataset, config.seed, config.augment)
+        elif split == "train" and config.augment:
+            data = scene_dataset(config.dataset, split, config.seed, variant, Mixture(printed=config.printed))
+        else:
+            data = load_dataset(config.dataset, split, config.seed)
         if data.images.shape[1] != spec.channels:
             raise ValueError(f"{config.arch} takes {spec.channels}-channel input; dataset {config.dataset!r} "
                              f"has {data.images.shape[1]} "
                              f"(use --dataset {'placed' if spec.channels == 3 else 'mnist'})")
         keep = slice(None)
         if split == "train" and config.limit:
-            keep = np.linspace(0, len(data.labels) - 1, config.limit).astype(int)  # the split is sorted by class
+            keep = np.linspace(0, len(data.labels) - 1, config.limit).astype(int)  # spread over the classes
         boxes = None if data.boxes is None else torch.from_numpy(data.boxes[keep])
         x = to_input(data.images[keep], PREPROCESSING[config.dataset], spec)
         return x, torch.from_numpy(data.labels[keep]), boxes
 
-    x_train, y_train, train_boxes = tensors("train", config.copies)
+    x_train, y_train, train_boxes = tensors("train")
     x_val, y_val, _ = tensors("val")
     x_test, y_test, _ = tensors("test")
 
-    # Augmentation: a random affine per MNIST batch; for placed digits, fresh canvases every epoch.
-    fresh_canvases = config.augment and config.dataset == "placed"
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     # Cosine decay over the epoch budget: most of the final accuracy comes in the low-rate epochs.
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
@@ -156,19 +150,17 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
     best_loss, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
-        if fresh_canvases and epoch > 1:
-            x_train, y_train, train_boxes = tensors("train", config.copies, variant=epoch)
+        if config.augment and epoch > 1:
+            x_train, y_train, train_boxes = tensors("train", variant=epoch)
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
         seen = correct = 0
         loss_sum = 0.0
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"{config.arch} epoch {epoch}/{config.epochs}",
-                   unit="batch", disable=not progress, leave=False)
+                   unit="batch", disable=not (progress and bars), leave=False)
         for start in bar:
             idx = order[start:start + config.batch_size]
             xb, yb = x_train[idx], y_train[idx]
-            if config.augment and not fresh_canvases:
-                xb = random_affine(xb, generator)
             logits, maps = model.forward_with_features(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
             if config.box_attention:
@@ -193,6 +185,7 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
         if progress:
             tqdm.write(f"{config.arch} epoch {epoch:>2}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
                        f"val_loss {val_loss:.4f} val_acc {val_acc:.4f}{'  *best' if improved else ''}")
+            sys.stdout.flush()  # epoch lines show up promptly in logs and from parallel zoo jobs
         if stale >= config.patience:
             if progress:
                 tqdm.write(f"early stop: no val_loss improvement for {config.patience} epochs")

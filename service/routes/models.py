@@ -27,6 +27,7 @@ def model_info(model: ModelVersion, repository: ModelRepository) -> ModelInfo:
         input=InputInfo(channels=m.input.channels, height=m.input.height, width=m.input.width,
                         color=m.preprocessing.color),
         labels=m.labels, test_accuracy=m.metrics.test_accuracy, test_dataset=m.metrics.dataset,
+        external=m.metrics.external, calibration=m.calibration,
         parameters=m.summary.total_params, heatmap_methods=model.methods,
         heatmap_titles={name: METHODS[name].title for name in model.methods}, heatmap_layer=m.heatmaps.layer,
         providers=model.providers, provider_fallback=model.fallback, status=model.status, error=model.error,

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query, Request, Response
 
 from ..dependencies import UPLOAD_BODY, EngineDep, SettingsDep, VersionQuery, model_for, read_upload
 from ..errors import InvalidParameter
-from ..schemas import ClassScore, PredictResponse, Timings
+from ..postprocessing import judgement
+from ..schemas import ClassScore, Confidence, PredictResponse, Timings
 from .problems import PROBLEM_RESPONSES
 
 router = APIRouter(tags=["predict"])
@@ -28,12 +29,16 @@ async def predict(
     served = model_for(request, engine, model or settings.default_model, version)
     if top_k > settings.max_top_k:
         raise InvalidParameter(f"top_k must be at most {settings.max_top_k}; got {top_k}")
-    labels = served.entry.manifest.labels
+    labels, calibration = served.entry.manifest.labels, served.entry.manifest.calibration
     result = await served.classify(await read_upload(request), min(top_k, len(labels)))
+    threshold = None if calibration is None else calibration.unsure_below
+    unsure, message = judgement(result.probabilities, labels, threshold or 0.0)
     body = PredictResponse(
         model=served.entry.name, version=served.entry.version,
         predictions=[ClassScore(index=i, label=labels[i], probability=p) for i, p in result.top],
-        provider=served.entry.providers[0], inverted=result.inverted, timings=Timings(**result.timings_ms),
+        provider=served.entry.providers[0], inverted=result.inverted,
+        confidence=Confidence(unsure=unsure, probability=result.top[0][1], unsure_below=threshold, message=message),
+        timings=Timings(**result.timings_ms),
     )
     # Serialised by pydantic directly: the hot path skips FastAPI re-validating what it just built.
     return Response(body.model_dump_json(), media_type="application/json")

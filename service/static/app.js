@@ -78,12 +78,26 @@ async function selectModel() {
   selectVersion();
 }
 
+const EXTERNAL_NAMES = {
+  sklearn_digits: "other writers' handwriting, 8×8 scans (scikit-learn digits)",
+  printed_heldout: "printed digits in fonts it never saw, photographed",
+  mnist_full_frame: "MNIST digits filling the whole frame",
+};
+
 function selectVersion() {
   const v = state.versions.find((info) => info.version === $("version").value);
   state.version = v.version;
   $("model-info").textContent = `${v.description}. Version ${v.version} (${v.precision}): test accuracy ` +
     `${(v.test_accuracy * 100).toFixed(1)}% on the ${v.test_dataset} test split; input ${v.input.width}×${v.input.height} ` +
-    `${v.input.color}; ${v.parameters.toLocaleString("en")} parameters.`;
+    `${v.input.color}; ${v.parameters.toLocaleString("en")} parameters. On digits from outside its training data:`;
+  $("external").replaceChildren(...Object.entries(v.external || {}).flatMap(([name, score]) => {
+    const value = document.createElement("dt");
+    value.textContent = `${(score.accuracy * 100).toFixed(1)}%`;
+    const what = document.createElement("dd");
+    what.textContent = EXTERNAL_NAMES[name] || score.description;
+    what.title = `${score.description}: ${score.size} images`;
+    return [value, what];
+  }));
   $("summary").hidden = true;
   $("show-summary").setAttribute("aria-expanded", "false");
   $("show-summary").textContent = "Show the layer table";
@@ -143,9 +157,12 @@ function reset() {
   $("preview").hidden = true;
   state.image = null;
   $("predictions").replaceChildren();
+  $("judgement").hidden = true;
   $("heat-caption").textContent = "";
   $("overlay-base").removeAttribute("src");
   $("overlay-heat").removeAttribute("src");
+  $("overlay").hidden = true;
+  $("heat-empty").hidden = false;
   showError("");
 }
 
@@ -193,7 +210,7 @@ async function analyse(withHeatmap = true) {
     renderPredictions(result);
     if (withHeatmap) await heatmap(seq);
   } catch (err) {
-    if (seq === state.seq) { showError(err.message); $("predictions").replaceChildren(); }
+    if (seq === state.seq) { showError(err.message); $("predictions").replaceChildren(); $("judgement").hidden = true; }
   }
 }
 
@@ -208,6 +225,11 @@ function renderPredictions(result) {
     item.setAttribute("aria-label", `class ${p.label}: ${percent} percent`);
     return item;
   }));
+  const judgement = $("judgement");
+  judgement.textContent = result.confidence.unsure ? `${result.confidence.message}` :
+    `${result.confidence.message} (${(result.confidence.probability * 100).toFixed(1)}% sure)`;
+  judgement.classList.toggle("unsure", result.confidence.unsure);
+  judgement.hidden = false;
   const t = result.timings;
   $("timing").textContent = `${result.model} v${result.version} on ${result.provider}: ${t.total_ms.toFixed(1)} ms` +
     (result.inverted ? " · light background, so the image was inverted MNIST-style" : "");
@@ -225,6 +247,9 @@ async function heatmap(seq = ++state.seq) {
     state.heatUrl = URL.createObjectURL(blob);
     $("overlay-base").src = state.imageUrl;
     $("overlay-heat").src = state.heatUrl;
+    $("overlay-heat").style.opacity = $("opacity").value;
+    $("overlay").hidden = false;
+    $("heat-empty").hidden = true;
     const method = state.model.heatmap_titles[response.headers.get("X-Method")] || response.headers.get("X-Method");
     $("heat-caption").textContent = `${method} for class ${response.headers.get("X-Class-Label")} ` +
       `(probability ${(parseFloat(response.headers.get("X-Score")) * 100).toFixed(1)}%)`;

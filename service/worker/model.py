@@ -60,6 +60,7 @@ class WorkerModel:
         self.manifest = manifest
         self.sessions = sessions
         self.settings = settings
+        self._temperature = 1.0 if manifest.calibration is None else manifest.calibration.temperature
         cam = manifest.heatmaps.cam
         self._cam_weights = None if cam is None else np.asarray(cam.weights, np.float32)
 
@@ -129,7 +130,7 @@ class WorkerModel:
         started = time.perf_counter()
         logits, _ = self.sessions.classify(np.concatenate(inputs))
         run_s = time.perf_counter() - started
-        probabilities = softmax(logits)
+        probabilities = softmax(logits, self._temperature)
         return Classified(results, probabilities, ranking(probabilities), run_s)
 
     def infer(self, job: Infer) -> Inferred | Deferred:
@@ -157,7 +158,7 @@ class WorkerModel:
             timings[stage], clock = now - clock, now
 
         logits, features = self.sessions.classify(prepared.batch)
-        probabilities = softmax(logits)[0]
+        probabilities = softmax(logits, self._temperature)[0]
         lap("run")
         index = int(probabilities.argmax()) if job.class_index is None else job.class_index
         feature_map = explain.heatmap(self, job.method, features[0], index)

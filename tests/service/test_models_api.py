@@ -18,6 +18,9 @@ def test_list_models(client, settings):
         assert info["version"] == info["default_version"] == "1" and info["precision"] == "float32"
         assert info["status"] == "ready" and info["providers"] == ["CPUExecutionProvider"]
         assert info["test_accuracy"] == m["metrics"]["test_accuracy"]
+        # Beside it, how the model does on digits from outside its training data, and its calibration.
+        assert info["external"] == m["metrics"]["external"] and info["calibration"] == m["calibration"]
+        assert set(info["external"]) == {"sklearn_digits", "printed_heldout", "mnist_full_frame"}
         assert [info["input"]["channels"], info["input"]["height"], info["input"]["width"]] == m["input"]["shape"][1:]
         assert info["labels"] == [str(d) for d in range(10)]
 

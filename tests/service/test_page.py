@@ -51,6 +51,31 @@ def expect_top_label(page, label: str) -> None:
     expect(page.locator("#predictions li:first-child .label")).to_have_text(label, timeout=20_000)
 
 
+def test_before_any_image_the_heatmap_panel_says_what_to_do(page):
+    assert page.is_visible("#heat-empty") and "Draw a digit or choose an image" in page.inner_text("#heat-empty")
+    assert not page.is_visible("#overlay")  # no empty <img> boxes, no alt texts printed over each other
+    assert not page.is_visible("#judgement")
+    # The external accuracy sits next to the model picker, one line per test-only set.
+    page.wait_for_selector("#external dt")
+    assert page.locator("#external dt").count() == 3
+    assert "printed digits in fonts it never saw" in page.inner_text("#external")
+    screenshot(page, "empty")
+
+
+def test_a_photo_shows_its_heatmap_over_the_visible_photo_and_the_judgement(page):
+    page.select_option("#model", "resnet_small")
+    page.set_input_files("#file", str(EXAMPLES / "printed_4_photo.jpg"))
+    expect_top_label(page, "4")
+    page.wait_for_function("document.getElementById('overlay-heat').naturalWidth > 0")
+    assert page.is_visible("#overlay") and not page.is_visible("#heat-empty")
+    assert page.eval_on_selector("#overlay-heat", "el => getComputedStyle(el).opacity") == "0.5"
+    base, heat = page.locator("#overlay-base").bounding_box(), page.locator("#overlay-heat").bounding_box()
+    assert base == heat and base["height"] > 100  # the map covers exactly the photo, at half opacity
+    judgement = page.inner_text("#judgement")
+    assert judgement.startswith(("looks like 4", "not sure: looks like 4"))
+    screenshot(page, "photo")
+
+
 def test_drawing_a_stroke_gives_a_prediction(page):
     pad = page.locator("#pad")
     pad.scroll_into_view_if_needed()

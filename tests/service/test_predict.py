@@ -58,6 +58,25 @@ def test_response_shape_and_probabilities(client, mnist_test):
     assert 0 < timings["inference_ms"] <= timings["total_ms"]
 
 
+def test_calibrated_probabilities_and_the_unsure_judgement(client, mnist_test):
+    """Probabilities use the manifest's temperature; an answer below the validation threshold is flagged,
+    with the two likeliest labels; a clear digit is not."""
+    calibration = manifest("lenet5")["calibration"]
+    clear = client.post("/predict?model=lenet5", files=upload(encode(mnist_test.images[1, 0]))).json()
+    assert clear["confidence"] == {"unsure": False, "probability": clear["predictions"][0]["probability"],
+                                   "unsure_below": calibration["unsure_below"],
+                                   "message": f"looks like {clear['predictions'][0]['label']}"}
+    # A 1 and a 7 drawn over each other: a person would hesitate too.
+    ones, sevens = (np.flatnonzero(mnist_test.labels == d) for d in (1, 7))
+    blend = np.maximum(mnist_test.images[ones[3], 0], mnist_test.images[sevens[3], 0])
+    mixed = client.post("/predict?model=lenet5", files=upload(encode(blend))).json()
+    first, second = (p["label"] for p in mixed["predictions"][:2])
+    assert mixed["confidence"]["probability"] < calibration["unsure_below"]
+    assert mixed["confidence"] | {"probability": 0} == {
+        "unsure": True, "probability": 0, "unsure_below": calibration["unsure_below"],
+        "message": f"not sure: looks like {first} or {second}"}
+
+
 def test_default_model_and_top_k(client, settings, mnist_test):
     body = client.post("/predict?top_k=2", files=upload(encode(mnist_test.images[0, 0]))).json()
     assert body["model"] == settings.default_model and len(body["predictions"]) == 2

@@ -47,6 +47,44 @@ def test_inversion_rule_and_mnist_centring():
     assert not prepare(load(_png(dark)), lenet).inverted
 
 
+def _crop_box(x: np.ndarray) -> tuple[int, int]:
+    ys, xs = np.nonzero(x > 0.2)
+    return ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+
+
+def test_a_photo_with_uneven_light_and_noise_is_cropped_to_the_digit_not_the_shading():
+    lenet = Manifest.model_validate(manifest("lenet5"))
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:200, 0:200]
+    page = 150 + 0.45 * xs - 0.2 * ys + rng.normal(0, 8, (200, 200))  # lit from one side, grainy
+    page[60:140, 120:130] -= 110  # a dark "1" off to the right
+    prepared = prepare(load(_png(page.clip(0, 255).astype(np.uint8))), lenet)
+    x = prepared.batch[0, 0]
+    assert prepared.inverted
+    assert _crop_box(x)[0] in (19, 20, 21)  # the stroke, 80 px tall, scaled to 20: the shading is not ink
+    assert (x > 0.2).sum() < 80  # a thin bar, not a speckled square
+    sx, sy = prepared.scale
+    ox, oy = prepared.offset
+    assert abs((100 * sy + oy) - 15.5) < 1.5  # the stroke's centre lands at the centre
+
+
+def test_light_ink_on_a_mid_grey_page_and_a_digit_touching_the_frame():
+    lenet = Manifest.model_validate(manifest("lenet5"))
+    page = np.full((64, 64), 120, np.uint8)
+    page[5:59, 28:36] = 230  # light ink on grey: polarity from the ink, not from the page's level
+    assert not prepare(load(_png(page)), lenet).inverted
+    full = np.full((64, 64), 255, np.uint8)
+    full[:, 24:40] = 0  # dark ink from the top edge to the bottom one (a full-frame crop)
+    prepared = prepare(load(_png(full)), lenet)
+    assert prepared.inverted and _crop_box(prepared.batch[0, 0])[0] in (19, 20, 21)
+
+
+def test_a_blank_page_stays_blank():
+    lenet = Manifest.model_validate(manifest("lenet5"))
+    noise = (200 + np.random.default_rng(1).normal(0, 6, (80, 80))).clip(0, 255).astype(np.uint8)
+    assert prepare(load(_png(noise)), lenet).batch.max() == 0
+
+
 def test_transparent_drawing_is_put_on_white():
     lenet = Manifest.model_validate(manifest("lenet5"))
     rgba = np.zeros((64, 64, 4), np.uint8)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.data import load_mnist, mnist_digits, placed_digits, split_indices
+from training.data import (
+    VAL_PRINTED,
+    Mixture,
+    load_mnist,
+    mnist_digits,
+    placed_digits,
+    scene_dataset,
+    split_indices,
+    validation_set,
+)
 
 
 def test_mnist_is_the_real_5000_digits():
@@ -41,3 +50,21 @@ def test_placed_digits_are_deterministic_and_boxes_hold_the_digit():
         outside = distance.copy()
         outside[by0:by1, bx0:bx1] = 0
         assert inside > 100 and np.percentile(outside, 99) < inside
+
+
+def test_scenes_hold_the_splits_digits_and_printed_glyphs_and_are_fresh_per_variant():
+    a = scene_dataset("placed", "val", variant=0, mixture=Mixture(printed=300))
+    b = scene_dataset("placed", "val", variant=0, mixture=Mixture(printed=300))
+    digits = mnist_digits("val")
+    assert a.images.shape == (len(digits) + 300, 3, 64, 64) and a.boxes is not None
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.images, scene_dataset("placed", "val", variant=1, mixture=Mixture(printed=300)).images)
+    counts = np.bincount(a.labels, minlength=10)
+    assert (counts >= np.bincount(digits.labels)).all() and counts.sum() - len(digits) == 300
+    gray = scene_dataset("mnist", "val", mixture=Mixture(printed=10))
+    assert gray.images.shape == (len(digits) + 10, 1, 64, 64)
+
+
+def test_validation_is_the_scenes_for_augmented_models_and_the_plain_split_otherwise():
+    assert len(validation_set("mnist")) == 2 * len(mnist_digits("val")) + VAL_PRINTED  # scenes, then form scans
+    assert np.array_equal(validation_set("mnist", augmented=False).images, mnist_digits("val").images)

@@ -17,6 +17,7 @@ from service.manifest import Manifest
 from tests.helpers import encode, upload
 from training import evaluate, export
 from training.architectures import create_model
+from training.external import DESCRIPTIONS
 from training.summary import summarize
 from training.train import TrainConfig, train
 
@@ -70,6 +71,9 @@ def test_export_run_writes_a_complete_manifest(tiny_export):
     assert np.array(on_disk["heatmaps"]["cam"]["weights"]).shape == (10, 64)
     assert on_disk["outputs"]["features"]["shape"] == [-1, 64, 16, 16]
     assert on_disk["metrics"]["test_size"] == 500 and 0 <= on_disk["metrics"]["test_accuracy"] <= 1
+    assert set(on_disk["metrics"]["external"]) == set(DESCRIPTIONS)
+    assert on_disk["metrics"]["external"]["sklearn_digits"]["size"] == 1797
+    assert on_disk["calibration"]["temperature"] > 0 and 0 <= on_disk["calibration"]["unsure_below"] <= 1
     assert on_disk["summary"]["total_params"] == export.stored_parameter_count(directory / "model.onnx")
     for plot in ("training.png", "confusion.png"):
         assert (directory / plot).read_bytes()[:4] == b"\x89PNG"
@@ -91,10 +95,16 @@ def test_a_fresh_export_is_served_through_the_repository(tiny_export, settings, 
         info = client.get("/models/tiny_cam").json()
         assert info["status"] == "ready" and info["version"] == "3" and info["heatmap_methods"] == ["cam", "gradcam"]
         body = client.post("/predict?top_k=10", files=upload(encode(image))).json()
-        probabilities = np.exp(expected - expected.max()) / np.exp(expected - expected.max()).sum()
+        assert manifest.calibration is not None  # fitted on validation at export; the service applies it
+        scaled = expected / manifest.calibration.temperature
+        probabilities = np.exp(scaled - scaled.max()) / np.exp(scaled - scaled.max()).sum()
         assert [p["index"] for p in body["predictions"]] == list(np.argsort(-probabilities, kind="stable"))
         got = [p["probability"] for p in body["predictions"]]
         np.testing.assert_allclose(got, np.sort(probabilities)[::-1], atol=1e-6)
+        confidence = body["confidence"]
+        assert confidence["unsure_below"] == manifest.calibration.unsure_below
+        assert confidence["unsure"] == (probabilities.max() < manifest.calibration.unsure_below)
+        assert confidence["message"].startswith("not sure: looks like " if confidence["unsure"] else "looks like ")
         assert client.post("/models/tiny_cam/cam", files=upload(encode(image))).json()["method"] == "cam"
 
 

@@ -1,0 +1,51 @@
+"""Temperature scaling, expected calibration error and the unsure threshold, against synthetic cases
+whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    probabilities,
+    separation,
+    unsure_threshold,
+)
+
+
+def _overconfident(n: int = 20000, temperature: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
+    """Logits whose true temperature is ``temperature``: labels drawn from softmax(logits / T)."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, (n, 10))
+    p = probabilities(logits, temperature)
+    labels = np.array([rng.choice(10, p=row) for row in p])
+    return logits, labels
+
+
+def test_fit_temperature_recovers_the_true_temperature_and_fixes_calibration():
+    logits, labels = _overconfident()
+    temperature = fit_temperature(logits, labels)
+    assert abs(temperature - 2.5) < 0.1
+    before = expected_calibration_error(probabilities(logits), labels)
+    after = expected_calibration_error(probabilities(logits, temperature), labels)
+    assert before > 0.1 and after < 0.02
+    # Scaling never changes the ranking.
+    assert np.array_equal(probabilities(logits, temperature).argmax(1), logits.argmax(1))
+
+
+def test_ece_is_the_weighted_confidence_accuracy_gap():
+    probs = np.array([[0.9, 0.1]] * 10)
+    labels = np.array([0] * 6 + [1] * 4)  # 90 % confident, 60 % right
+    assert abs(expected_calibration_error(probs, labels) - 0.3) < 1e-9
+
+
+def test_unsure_threshold_and_separation():
+    confidence = np.array([0.99, 0.98, 0.97, 0.95, 0.6, 0.55, 0.5, 0.9])
+    correct = np.array([True, True, True, True, False, False, False, True])
+    threshold = unsure_threshold(confidence, correct)
+    assert 0.6 < threshold <= 0.9
+    assert ((confidence < threshold) == ~correct).all()
+    assert separation(confidence, correct) == 1.0
+    assert separation(confidence, np.ones(8, bool)) is None
+    assert unsure_threshold(confidence, np.ones(8, bool)) == 0.0  # nothing wrong to learn from: flag nothing

@@ -1,0 +1,42 @@
+"""Building the shipped zoo, one model at a time (``training zoo``; a module of its own so that parallel
+jobs, each a spawned process, can import it)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from .recipes import RECIPES
+
+RUNS = Path("runs")
+
+
+def build(name: str, args: argparse.Namespace) -> None:
+    """Train (unless --skip-train), export and quantize one shipped model."""
+    from .export import export_run
+    from .train import train
+
+    config = replace(RECIPES[name], threads=args.threads or (1 if args.jobs > 1 else 0))
+    if not args.skip_train:
+        train(config, RUNS / name, bars=args.jobs == 1)  # parallel jobs: epoch lines only
+    manifest = export_run(RUNS / name, args.models_dir, name=name, version=args.version)
+    external = ", ".join(f"{set_name} {score.accuracy:.1%}" for set_name, score in manifest.metrics.external.items())
+    print(f"{name}: test accuracy {manifest.metrics.test_accuracy:.2%}; external: {external} "
+          f"→ {args.models_dir}/{name}/{args.version}/", flush=True)
+    if args.int8_version:
+        quantize_one(args.models_dir, name, args.version, args.int8_version)
+
+
+def quantize_one(models_dir: Path, name: str, source: str, version: str) -> bool:
+    from .quantize import QuantizationRejected, quantize_version
+
+    try:
+        manifest = quantize_version(models_dir, name, source=source, version=version)
+    except QuantizationRejected as exc:
+        print(f"{exc}")
+        return False
+    assert manifest.export.quantization is not None
+    print(f"{name}: int8 test accuracy {manifest.metrics.test_accuracy:.2%} "
+          f"(drop {manifest.export.quantization.accuracy_drop * 100:+.1f} pt) → {models_dir}/{name}/{version}/")
+    return True
