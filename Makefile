@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve check test models bench load-generator container-runtime browser clean
+.PHONY: serve check test models bench bench-peers java-runtime load-generator container-runtime browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,15 @@ load-generator:
 
 bench: $(VENV)/.dev load-generator
 	$(BIN)/python -m bench
+
+# cnn-serve against mosec, TorchServe, PyTriton, BentoML and LitServe, interleaved, and the bare stack
+# (about 40 minutes; each peer installs into .bench-peers/ from its own package on the first run; TorchServe
+# needs Debian's Java 17 runtime).
+java-runtime:
+	@command -v java >/dev/null || { $(call apt_install,openjdk-17-jre-headless,TorchServe cannot run); }
+
+bench-peers: $(VENV)/.dev load-generator java-runtime
+	$(BIN)/python -m bench.peers
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

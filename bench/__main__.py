@@ -13,20 +13,18 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from bench.load import load, require_wrk
+from bench.load import require_wrk
+from bench.servers import ROOT, Server, rss_mb
 from service.settings import Settings
 from service.worker.runtime import session_options
 
-ROOT = Path(__file__).resolve().parents[1]
 SERVICE_ENV = {"CNNSERVE_MODEL_DIR": str(ROOT / "models"), "CNNSERVE_LOG_LEVEL": "warning"}
 EXAMPLES = {"mnist": ROOT / "examples" / "digit_7.png", "placed": ROOT / "examples" / "placed_3.png"}
 
@@ -37,30 +35,6 @@ def wrk_version(wrk: str) -> str:
 
 def example_for(model_dir: Path) -> Path:
     return EXAMPLES[json.loads((model_dir / "manifest.json").read_text())["metrics"]["dataset"]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def process_tree(pid: int) -> list[int]:
-    """A process and all its descendants (the service's inference workers)."""
-    children = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
-    return [pid] + [p for child in children for p in process_tree(child)]
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its descendants."""
-    total = 0
-    for member in process_tree(pid):
-        for line in Path(f"/proc/{member}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
 
 
 def raw_onnxruntime(model_dir: Path, settings: Settings, seconds: float) -> dict:
@@ -80,58 +54,6 @@ def raw_onnxruntime(model_dir: Path, settings: Settings, seconds: float) -> dict
                           "ms_per_run": round(elapsed / runs * 1e3, 3)}
     best = max(results, key=lambda b: results[b]["images_per_s"])
     return {"batch1": results[1], "best_batch": best, "best": results[best], "by_batch": results}
-
-
-class Server:
-    """A uvicorn server in its own process."""
-
-    def __init__(self, app: str, env: dict[str, str], factory: bool = False) -> None:
-        self.port = free_port()
-        command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port),
-                   "--log-level", "warning"]
-        if factory:
-            command.append("--factory")
-        self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait(self, path: str) -> None:
-        import httpx
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code < 500:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError(f"server on {self.url} did not start")
-
-    def cpu_seconds(self, workers: bool = True) -> float:
-        """User + system CPU time of the server process, all its threads, and of its workers."""
-        total = 0
-        for pid in process_tree(self.process.pid) if workers else [self.process.pid]:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
-
-    def measure(self, path: str, image: Path, concurrency: int, seconds: float, repeat: int = 1) -> dict:
-        """The run with the median requests/s of ``repeat`` load runs (this host's speed drifts by ±10 %
-        from one run to the next), plus the CPU time per request of the server process and its workers:
-        what a request costs, whatever the load generator and the other core were doing."""
-        runs = []
-        for _ in range(repeat):
-            before, before_server = self.cpu_seconds(), self.cpu_seconds(workers=False)
-            result = load(self.url + path, image, concurrency, seconds)
-            requests = max(result["requests"], 1)
-            result["cpu_ms_per_request"] = round((self.cpu_seconds() - before) / requests * 1e3, 3)
-            server_seconds = self.cpu_seconds(workers=False) - before_server
-            result["server_process_cpu_ms_per_request"] = round(server_seconds / requests * 1e3, 3)
-            runs.append(result)
-        return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
 
 
 def main() -> None:
@@ -158,15 +80,15 @@ def main() -> None:
         model_dir = ROOT / "models" / name / "1"
         image = example_for(model_dir)
         entry: dict = {"versions": {}}
-        ceiling = Server("bench.apps:ceiling", {}, factory=True)
+        ceiling = Server.uvicorn("bench.apps:ceiling", {}, factory=True)
         ceiling.wait("/docs")
         entry["http_ceiling"] = {c: ceiling.measure("/predict", image, c, args.seconds, args.repeat) for c in (1, 16)}
         ceiling.stop()
-        naive = Server("bench.apps:naive", {"BENCH_MODEL_DIR": str(model_dir)}, factory=True)
+        naive = Server.uvicorn("bench.apps:naive", {"BENCH_MODEL_DIR": str(model_dir)}, factory=True)
         naive.wait("/docs")
         entry["naive_torch"] = {c: naive.measure("/predict", image, c, args.seconds, args.repeat) for c in (1, 16)}
         naive.stop()
-        service = Server("service.app:create_app", SERVICE_ENV, factory=True)
+        service = Server.uvicorn("service.app:create_app", SERVICE_ENV, factory=True)
         service.wait("/readyz")
         for version in args.versions:
             version_dir = ROOT / "models" / name / version
@@ -180,7 +102,7 @@ def main() -> None:
         service.stop()
         report["models"][name] = entry
 
-    service = Server("service.app:create_app", SERVICE_ENV, factory=True)
+    service = Server.uvicorn("service.app:create_app", SERVICE_ENV, factory=True)
     service.wait("/readyz")
     before = rss_mb(service.process.pid)
     soak_image = example_for(ROOT / "models" / args.models[0] / "1")

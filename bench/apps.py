@@ -1,7 +1,9 @@
 """The comparison servers, each started by uvicorn in its own process.
 
-- ``ceiling``: the same FastAPI/uvicorn stack receiving the same multipart upload and answering a
-  constant: what HTTP alone costs.
+- ``bare``: the bare stack: one FastAPI route on the same uvicorn, no middleware, reading the raw body
+  and answering a constant: the limit any service on this stack works against.
+- ``ceiling``: the same FastAPI/uvicorn stack receiving the same multipart upload, parsed, and answering a
+  constant: what HTTP and form parsing cost.
 - ``naive``: a minimal FastAPI app that decodes the image and runs the PyTorch model eagerly per
   request, the way a first prototype would.
 """
@@ -9,15 +11,28 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, File, UploadFile
+from fastapi import FastAPI, File, Request, Response, UploadFile
 from PIL import Image
 
 CONSTANT = {"model": "constant", "predictions": [{"index": 0, "label": "0", "probability": 1.0}]}
+
+
+def bare() -> FastAPI:
+    app = FastAPI()
+    answer = json.dumps(CONSTANT).encode()
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        await request.body()
+        return Response(answer, media_type="application/json")
+
+    return app
 
 
 def ceiling() -> FastAPI:

@@ -21,12 +21,13 @@ def require_wrk() -> str:
     return wrk
 
 
-def load(url: str, image: Path, concurrency: int, seconds: float) -> dict:
+def load(url: str, image: Path, concurrency: int, seconds: float, body: dict[str, str] | None = None) -> dict:
     """One wrk run: requests/s, p50 / p95 / p99 latency in ms and the error count (connection errors,
-    timeouts and non-2xx answers)."""
+    timeouts and non-2xx answers). ``body``: BENCH_BODY / BENCH_CONTENT_TYPE / BENCH_HEADER for a server
+    that takes another encoding than the multipart upload (post_image.lua)."""
     command = [require_wrk(), "--threads", "1", "--connections", str(concurrency), "--duration", f"{seconds:g}s",
                "--timeout", "30s", "--script", str(SCRIPT), url]
-    environment = {**os.environ, "BENCH_IMAGE": str(image)}
+    environment = {**os.environ, "BENCH_IMAGE": str(image), **(body or {})}
     done = subprocess.run(command, env=environment, capture_output=True, text=True, check=True)
     r = json.loads(done.stdout.strip().splitlines()[-1])
     elapsed = r["microseconds"] / 1e6

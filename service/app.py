@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .auth import ApiKeyMiddleware, load_keys
 from .engine import Engine
+from .heap import freeze_startup_objects
 from .http_errors import install_error_handlers
 from .logs import configure_logging
 from .metrics import Metrics
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = Engine(settings, metrics, repository)
         await engine.start()  # the workers load and warm every version before the first request
         app.state.repository, app.state.engine = repository, engine
+        freeze_startup_objects()
         try:
             yield
         finally:

@@ -21,8 +21,8 @@ def _train(args: argparse.Namespace) -> int:
     from .train import train
 
     base = RECIPES.get(args.arch, TrainConfig(args.arch))
-    options = ("dataset", "epochs", "batch_size", "lr", "patience", "printed", "seed", "threads", "label_smoothing",
-               "box_attention")
+    options = ("dataset", "epochs", "batch_size", "lr", "patience", "printed", "scans", "seed", "threads",
+               "label_smoothing", "box_attention")
     overrides = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     if args.no_augment:
         overrides["augment"] = False
@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="Adam learning rate")
     p.add_argument("--patience", type=int, help="epochs without a better validation loss before stopping")
     p.add_argument("--printed", type=int, help="printed glyphs in each epoch's scenes, beside the MNIST digits")
+    p.add_argument("--scans", type=int, help="training digits also drawn as low-resolution form scans, each epoch")
     p.add_argument("--seed", type=int, help=f"seed for the split, initialisation and batches (default {DEFAULT_SEED})")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per core)")
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (0: none)")

@@ -118,21 +118,23 @@ def _low_resolution(masks: torch.Tensor, rng: np.random.Generator, chance: float
     return out
 
 
-def form_scans(digits: np.ndarray, size: int = 64) -> np.ndarray:
-    """uint8 N×h×w ink → N×size×size dark-on-white scans at 8×8: each digit cropped to its ink, fitted into a
-    32×32 bitmap, binarised, its inked pixels counted per 4×4 cell (0–16) and upscaled (bilinear) to fill
-    the frame. The optdigits recipe, applied to our own digits: validation's stand-in for low-resolution forms."""
+def form_scans(digits: np.ndarray, cells: np.ndarray | None = None, size: int = 64) -> np.ndarray:
+    """uint8 N×h×w ink → N×size×size dark-on-white low-resolution scans: each digit cropped to its ink,
+    fitted into a bitmap of 4 pixels per cell, binarised, its inked pixels counted per 4×4 cell (0–16) and
+    upscaled (bilinear) to fill the frame. ``cells`` per digit (default 8: UCI optdigits' 8×8 recipe)."""
+    cells = np.full(len(digits), 8) if cells is None else cells
     scans = np.empty((len(digits), size, size), np.uint8)
-    for n, digit in enumerate(digits):
+    for n, (digit, grid) in enumerate(zip(digits, cells, strict=True)):
+        side = 4 * int(grid)
         ys, xs = np.nonzero(digit > 0.2 * digit.max())
         crop = Image.fromarray(digit[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
-        ratio = 32 / max(crop.size)
+        ratio = side / max(crop.size)
         crop = crop.resize((max(1, round(crop.width * ratio)), max(1, round(crop.height * ratio))),
                            Image.Resampling.BILINEAR)
-        bitmap = np.zeros((32, 32), np.uint8)
-        y0, x0 = (32 - crop.height) // 2, (32 - crop.width) // 2
+        bitmap = np.zeros((side, side), np.uint8)
+        y0, x0 = (side - crop.height) // 2, (side - crop.width) // 2
         bitmap[y0:y0 + crop.height, x0:x0 + crop.width] = np.asarray(crop) > 127
-        counts = bitmap.reshape(8, 4, 8, 4).sum(axis=(1, 3))
+        counts = bitmap.reshape(grid, 4, grid, 4).sum(axis=(1, 3))
         page = Image.fromarray((255 - counts * (255 / 16)).round().astype(np.uint8))
         scans[n] = np.asarray(page.resize((size, size), Image.Resampling.BILINEAR))
     return scans

@@ -49,6 +49,7 @@ class Mixture:
 
     printed: int = 2000   # printed glyphs, drawn from the split's font lineages
     clean: float = 0.3    # the share drawn in the plain look (CLEAN), the rest fully varied
+    scans: int = 1000     # MNIST digits of the split also drawn as 7×7 to 10×10 form scans, filling the frame
 
 
 @dataclass(frozen=True)
@@ -152,13 +153,19 @@ def scene_dataset(name: str, split: str, seed: int = DEFAULT_SEED, variant: int 
         images.append(drawn)
         boxes.append(drawn_boxes)
         labels += [digits.labels[mnist_part], printed_labels[printed_part]]
+    if mixture.scans:
+        chosen = rng.choice(len(digits), mixture.scans, replace=False)
+        scanned = form_scans(digits.images[chosen, 0], rng.integers(7, 11, mixture.scans))[:, None]
+        images.append(np.repeat(scanned, 3, axis=1) if name == "placed" else scanned)
+        boxes.append(np.tile([0, 0, CANVAS, CANVAS], (mixture.scans, 1)))
+        labels.append(digits.labels[chosen])
     return Dataset(name, split, np.concatenate(images), np.concatenate(labels), np.concatenate(boxes))
 
 
 VAL_PRINTED = 500  # printed glyphs (of the validation lineages) in the validation scenes
 VALIDATION_DESCRIPTION = {
     name: f"MNIST validation digits and {VAL_PRINTED} printed validation-font glyphs as {look} scenes, and the "
-          f"same digits as 8×8 form scans"
+          f"same digits as 7×7 to 10×10 form scans"
     for name, look in (("mnist", "gray"), ("placed", "RGB"))
 }
 
@@ -169,14 +176,8 @@ def validation_set(name: str, seed: int = DEFAULT_SEED, augmented: bool = True) 
     augmentation)."""
     if not augmented:
         return load_dataset(name, "val", seed)
-    drawn = scene_dataset(name, "val", seed, variant=0, mixture=Mixture(printed=VAL_PRINTED))
-    digits = mnist_digits("val", seed)
-    scans = form_scans(digits.images[:, 0])[:, None]
-    if name == "placed":
-        scans = np.repeat(scans, 3, axis=1)
-    whole_frame = np.array([[0, 0, CANVAS, CANVAS]] * len(scans))
-    return Dataset(name, "val", np.concatenate([drawn.images, scans]), np.concatenate([drawn.labels, digits.labels]),
-                   None if drawn.boxes is None else np.concatenate([drawn.boxes, whole_frame]))
+    return scene_dataset(name, "val", seed, variant=0,
+                         mixture=Mixture(printed=VAL_PRINTED, scans=len(mnist_digits("val", seed))))
 
 
 def training_set(name: str, seed: int = DEFAULT_SEED, augmented: bool = True) -> Dataset:

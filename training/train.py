@@ -36,6 +36,7 @@ class TrainConfig:
     patience: int = 5
     augment: bool = True  # fresh scenes every epoch (training.augment); off: the plain dataset, as is
     printed: int = 2000   # printed glyphs in each epoch's scenes, beside the MNIST digits
+    scans: int = 1000     # training digits also drawn as low-resolution form scans, each epoch
     seed: int = DEFAULT_SEED
     threads: int = 0  # 0: torch's default (one per core)
     limit: int = 0    # train on this many evenly spread training images (0: all); for smoke tests
@@ -125,7 +126,8 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
         if split == "val":
             data = validation_set(config.dataset, config.seed, config.augment)
         elif split == "train" and config.augment:
-            data = scene_dataset(config.dataset, split, config.seed, variant, Mixture(printed=config.printed))
+            mixture = Mixture(printed=config.printed, scans=config.scans)
+            data = scene_dataset(config.dataset, split, config.seed, variant, mixture)
         else:
             data = load_dataset(config.dataset, split, config.seed)
         if data.images.shape[1] != spec.channels:

@@ -14,6 +14,7 @@ import warnings
 from PIL import Image
 
 from ..errors import InternalError, ProblemError, ServiceUnavailable
+from ..heap import freeze_startup_objects
 from ..logs import configure_logging
 from ..preprocessing import decode, open_image
 from .model import WorkerModel
@@ -93,6 +94,7 @@ def serve(fd: int) -> None:
             os.nice(HEAVY_NICENESS)
         models, report = load(start)
         _warm_up_decoding()
+        freeze_startup_objects()
         try:
             sock.sendall(frame(report))
             while isinstance(job := read_message(incoming), ModelJob):  # anything else (None: the server left): stop

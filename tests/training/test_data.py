@@ -53,15 +53,19 @@ def test_placed_digits_are_deterministic_and_boxes_hold_the_digit():
 
 
 def test_scenes_hold_the_splits_digits_and_printed_glyphs_and_are_fresh_per_variant():
-    a = scene_dataset("placed", "val", variant=0, mixture=Mixture(printed=300))
-    b = scene_dataset("placed", "val", variant=0, mixture=Mixture(printed=300))
+    mixture = Mixture(printed=300, scans=50)
+    a = scene_dataset("placed", "val", variant=0, mixture=mixture)
+    b = scene_dataset("placed", "val", variant=0, mixture=mixture)
     digits = mnist_digits("val")
-    assert a.images.shape == (len(digits) + 300, 3, 64, 64) and a.boxes is not None
+    assert a.images.shape == (len(digits) + 350, 3, 64, 64) and a.boxes is not None
     assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
-    assert not np.array_equal(a.images, scene_dataset("placed", "val", variant=1, mixture=Mixture(printed=300)).images)
+    assert not np.array_equal(a.images, scene_dataset("placed", "val", variant=1, mixture=mixture).images)
     counts = np.bincount(a.labels, minlength=10)
-    assert (counts >= np.bincount(digits.labels)).all() and counts.sum() - len(digits) == 300
-    gray = scene_dataset("mnist", "val", mixture=Mixture(printed=10))
+    assert (counts >= np.bincount(digits.labels)).all() and counts.sum() - len(digits) == 350
+    # The form scans come last: dark ink on white filling the frame, their box the whole frame.
+    scans = a.images[-50:].astype(int)
+    assert (a.boxes[-50:] == [0, 0, 64, 64]).all() and np.median(scans) > 200 and scans.min(axis=(1, 2, 3)).max() < 100
+    gray = scene_dataset("mnist", "val", mixture=Mixture(printed=10, scans=0))
     assert gray.images.shape == (len(digits) + 10, 1, 64, 64)
 
 
