@@ -44,7 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await engine.close()
 
-    app = FastAPI(title="CNN serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # FastAPI's native OpenTelemetry hook looked up the global tracer provider (environment reads) on every
+    # request; this service exports Prometheus metrics and JSON logs itself, so it is off.
+    app = FastAPI(title="CNN serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.draining = False  # set by the server when it starts shutting down: /readyz turns 503

@@ -6,10 +6,30 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 from .settings import Settings
 
 MODEL_PARAMETERS = {("path", "name"), ("query", "model")}
+
+
+def query_parameters(query: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters from a pydantic model of a route's query (a route that validates its query
+    itself, as one model, still documents it)."""
+    schema = query.model_json_schema()
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, field in schema["properties"].items():
+        description = field.pop("description", None)
+        examples = field.pop("examples", None)
+        field.pop("title", None)
+        parameter: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": field}
+        if description:
+            parameter["description"] = description
+        if examples:
+            parameter["example"] = examples[0]
+        parameters.append(parameter)
+    return parameters
 
 
 def complete_schema(app: FastAPI, settings: Settings) -> None:

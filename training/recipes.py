@@ -7,7 +7,7 @@ from .train import TrainConfig
 # the images per epoch of the plain split, so the RGB nets run fewer epochs than they did on it.
 RECIPES: dict[str, TrainConfig] = {
     # Glorot FC head with a zero output layer (see AlexNetSmall).
-    "alexnet_small": TrainConfig("alexnet_small", "placed", epochs=60, batch_size=32, lr=5e-4, patience=15),
+    "alexnet_small": TrainConfig("alexnet_small", "placed", epochs=80, batch_size=32, lr=5e-4, patience=15),
     # Label smoothing (0.1) regularises VGG's large FC head.
     "vgg_small": TrainConfig("vgg_small", "placed", epochs=50, batch_size=32, lr=1e-3, patience=8, label_smoothing=0.1),
     "inception_small": TrainConfig("inception_small", "placed", epochs=60, batch_size=32, lr=1e-3, patience=10),

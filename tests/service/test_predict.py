@@ -133,6 +133,12 @@ def test_upload_routes_document_their_multipart_body(client):
     for path in ("/predict", "/models/{name}/cam"):
         schema = paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
         assert schema["required"] == ["file"] and schema["properties"]["file"]["format"] == "binary"
+    # /predict validates its query as one model, and still documents each parameter with its limits.
+    parameters = {p["name"]: p for p in paths["/predict"]["post"]["parameters"]}
+    assert set(parameters) == {"model", "version", "top_k"} and all(p["in"] == "query" for p in parameters.values())
+    assert parameters["model"]["schema"]["enum"] == SHIPPED
+    assert parameters["top_k"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 10, "default": 5}
+    assert parameters["version"]["schema"]["anyOf"][0]["maxLength"] == 64
 
 
 def test_the_file_is_found_among_other_form_fields(client, mnist_test):
