@@ -6,6 +6,12 @@
   gradient and Gaussian noise, the digit scaled to 20–36 px, tinted a random colour that contrasts with
   the background, at a random position; the digit's tight bounding box is recorded. Canvases for a
   split are made only from that split's digits, so no digit crosses from train to test.
+
+Test accuracy is measured on those. Training and validation use *scenes* (``scene_dataset``, see
+``training.augment``): a split's MNIST digits and printed glyphs of that split's font lineages
+(``training.fonts``), drawn as users send digits — any size up to filling the frame, any stroke, distorted,
+low-resolution, on plain or coloured pages, noisy, JPEG'd — a share kept in the dataset's plain look, and
+some of the digits again as low-resolution form scans. Fresh scenes every epoch; validation's are fixed.
 """
 
 from __future__ import annotations
@@ -119,19 +125,17 @@ def place_digit(digit: np.ndarray, rng: np.random.Generator,
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), box
 
 
-def placed_digits(split: str, seed: int = DEFAULT_SEED, copies: int = 1, variant: int = 0) -> Dataset:
-    """``copies`` canvases per digit of the split, each with its own position, size and colours.
-    ``variant`` draws a different set of canvases from the same digits (training's augmentation)."""
+def placed_digits(split: str, seed: int = DEFAULT_SEED, variant: int = 0) -> Dataset:
+    """A canvas per digit of the split, each with its own position, size and colours.
+    ``variant`` draws a different set of canvases from the same digits."""
     digits = mnist_digits(split, seed)
-    rng = np.random.default_rng([seed, SPLITS.index(split), copies, variant])
-    images, boxes, labels = [], [], []
-    for _ in range(copies):
-        for digit, label in zip(digits.images[:, 0], digits.labels, strict=True):
-            canvas, box = place_digit(digit, rng)
-            images.append(canvas.transpose(2, 0, 1))
-            boxes.append(box)
-            labels.append(label)
-    return Dataset("placed", split, np.stack(images), np.array(labels), np.array(boxes))
+    rng = np.random.default_rng([seed, SPLITS.index(split), 1, variant])  # the 1 keeps earlier releases' canvases
+    images, boxes = [], []
+    for digit in digits.images[:, 0]:
+        canvas, box = place_digit(digit, rng)
+        images.append(canvas.transpose(2, 0, 1))
+        boxes.append(box)
+    return Dataset("placed", split, np.stack(images), digits.labels, np.array(boxes))
 
 
 def scene_dataset(name: str, split: str, seed: int = DEFAULT_SEED, variant: int = 0,
@@ -190,9 +194,10 @@ def pictures(images: np.ndarray) -> list[Image.Image]:
     return [Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)) for image in images]
 
 
-def load_dataset(name: str, split: str, seed: int = DEFAULT_SEED, copies: int = 1, variant: int = 0) -> Dataset:
+def load_dataset(name: str, split: str, seed: int = DEFAULT_SEED) -> Dataset:
+    """A split as it is: what test accuracy is measured on."""
     if name == "mnist":
         return mnist_digits(split, seed)
     if name == "placed":
-        return placed_digits(split, seed, copies, variant)
+        return placed_digits(split, seed)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
