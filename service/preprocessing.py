@@ -132,9 +132,11 @@ def _border_plane(pixels: np.ndarray) -> tuple[np.ndarray, float]:
     photo), and the noise level (robust σ of the border about it). Border pixels the digit touches (a
     full-frame crop) are left out first: those far from the border's median, then those far from the plane."""
     height, width = pixels.shape
+    values = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).astype(np.float64)
+    if values.max() - values.min() <= 2:  # a flat page (a drawing, a clean scan): nothing to fit
+        return np.full(pixels.shape, values.mean(), np.float32), 0.0
     ys = np.concatenate([np.zeros(width), np.full(width, height - 1), np.arange(height), np.arange(height)])
     xs = np.concatenate([np.arange(width), np.arange(width), np.zeros(height), np.full(height, width - 1)])
-    values = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).astype(np.float64)
     design = np.stack([np.ones_like(xs), xs / width, ys / height], 1)
 
     def robust_sigma(residual: np.ndarray) -> float:
@@ -143,7 +145,8 @@ def _border_plane(pixels: np.ndarray) -> tuple[np.ndarray, float]:
     deviation = values - np.median(values)
     keep = np.abs(deviation) <= max(3 * robust_sigma(deviation), 2.0)  # at least half the border, by the median
     for _ in range(2):
-        coef = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        kept = design[keep]
+        coef = np.linalg.solve(kept.T @ kept + 1e-9 * np.eye(3), kept.T @ values[keep])  # least squares, 3 unknowns
         residual = values - design @ coef
         spread = robust_sigma(residual[keep])
         closer = np.abs(residual) <= max(3 * spread, 2.0)
