@@ -71,6 +71,13 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def typical(self, label: int) -> int:
+        """The index of the class's most typical image, the one nearest its mean, chosen without any model
+        (the README's examples; a test split's first digits of a class can be ambiguous ones)."""
+        pick = np.flatnonzero(self.labels == label)
+        images = self.images[pick].astype(np.float64)
+        return int(pick[((images - images.mean(0)) ** 2).sum(axis=(1, 2, 3)).argmin()])
+
 
 @lru_cache(maxsize=1)
 def load_mnist() -> tuple[np.ndarray, np.ndarray]:

@@ -154,7 +154,7 @@ def top5(response: httpx.Response) -> list[tuple[str, float]]:
 
 
 def wait_answering(server: Server, path: str, body: dict[str, str] | None, image: Path, seconds: float) -> list:
-    deadline = time.monotonic() + seconds
+    deadline, last = time.monotonic() + seconds, "no answer"
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"{server.url} exited with {server.process.returncode}")
@@ -162,10 +162,11 @@ def wait_answering(server: Server, path: str, body: dict[str, str] | None, image
             response = request(server.url + path, body, image)
             if response.status_code == 200:
                 return top5(response)
-        except (httpx.TransportError, ValueError, KeyError):
-            pass
+            last = f"{response.status_code} {response.text[:200]}"
+        except (httpx.TransportError, ValueError, KeyError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.5)
-    raise RuntimeError(f"{server.url}{path} did not answer in {seconds:.0f} s")
+    raise RuntimeError(f"{server.url}{path} did not answer in {seconds:.0f} s (last: {last})")
 
 
 def measure(server: Server, path: str, image: Path, body: dict[str, str] | None, args: argparse.Namespace,
@@ -187,7 +188,7 @@ def start(name: str, model_dir: Path, work: Path, constant: bool) -> tuple[Serve
     if name == "cnn-serve" and constant:  # its stack (FastAPI, uvicorn, the multipart form) answering a constant
         return Server.uvicorn("bench.apps:ceiling", {}, factory=True), "/predict", "multipart"
     if name == "cnn-serve":
-        repository = work / "repository"
+        repository = work / f"repository-{model_dir.parent.name}"
         if not repository.exists():  # the model's shipped versions alone, as a repository of their own
             repository.mkdir()
             shutil.copytree(model_dir.parent, repository / model_dir.parent.name)

@@ -46,7 +46,8 @@ def single(data: bytes) -> np.ndarray:
     manifest = Manifest.model_validate_json((LENET / "manifest.json").read_text())
     batch = prepare(decoded(data), manifest).batch
     session = ort.InferenceSession(str(LENET / "model.onnx"), providers=["CPUExecutionProvider"])
-    return softmax(session.run(["logits"], {"input": batch})[0])[0]
+    assert manifest.calibration is not None
+    return softmax(session.run(["logits"], {"input": batch})[0], manifest.calibration.temperature)[0]  # as served
 
 
 def test_batched_rows_equal_single_runs_and_a_bad_upload_spoils_nothing(lenet, mnist_test):

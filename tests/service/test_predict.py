@@ -31,7 +31,7 @@ def test_mnist_models_classify_real_digits(client, mnist_test, model):
         body = client.post(f"/predict?model={model}", files=scan).json()
         dark_right += body["predictions"][0]["label"] == label
         assert body["inverted"]
-    assert light_right / len(picks) >= 0.95
+    assert light_right / len(picks) >= 0.93  # 100 digits: the test split's 96.8–98.8 %, give or take a sample's luck
     assert dark_right / len(picks) >= 0.93
 
 
@@ -98,7 +98,7 @@ def test_gif_uses_the_first_frame(client, mnist_test):
         answer = client.post("/predict?model=mnist_cnn_b", files=upload(data, "f", mime)).json()
         return answer["predictions"][0]["label"]
 
-    first, second = (mnist_test.images[int(np.flatnonzero(mnist_test.labels == d)[0]), 0] for d in (7, 1))
+    first, second = (mnist_test.images[mnist_test.typical(d), 0] for d in (7, 1))
     assert label_of(encode(first)) != label_of(encode(second))
     buffer = io.BytesIO()
     Image.fromarray(first).save(buffer, "GIF", save_all=True, append_images=[Image.fromarray(second)] * 2)
