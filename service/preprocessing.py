@@ -159,8 +159,9 @@ def _border_plane(pixels: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _settled(mask: np.ndarray) -> np.ndarray:
     """Pixels of ``mask`` with at least two marked 8-neighbours: strokes stay, isolated noise specks go."""
-    padded = np.pad(mask, 1).astype(np.uint8)
     height, width = mask.shape
+    padded = np.zeros((height + 2, width + 2), np.uint8)  # np.pad costs ten times this slice assignment
+    padded[1:-1, 1:-1] = mask
     neighbours = sum(padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
                      for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
     return mask & (neighbours >= 2)
