@@ -25,8 +25,11 @@ def free_port() -> int:
 def process_tree(pid: int) -> list[int]:
     """A process and all its descendants (the service's inference workers)."""
     children = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += [int(c) for c in (task / "children").read_text().split()]
+    except FileNotFoundError:  # the process, or one of its threads (TorchServe's Java side), ended meanwhile
+        pass
     return [pid] + [p for child in children for p in process_tree(child)]
 
 
@@ -78,7 +81,10 @@ class Server:
         """User + system CPU time of the server process, all its threads, and of its workers."""
         total = 0
         for pid in process_tree(self.process.pid) if workers else [self.process.pid]:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:  # ended since the tree was read
+                continue
             total += int(fields[11]) + int(fields[12])
         return total / os.sysconf("SC_CLK_TCK")
 
