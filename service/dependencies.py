@@ -62,9 +62,10 @@ UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {"mu
     "properties": {FIELD: {"type": "string", "format": "binary",
                            "description": "the image: PNG, JPEG, BMP, WebP or GIF (first frame)"}}}}}}}
 
-# The ?version= every model route takes.
-VersionQuery = Annotated[str | None, Query(
-    max_length=64, description="model version (default: the model's default version, else the latest)")]
+# The ?version= every model route takes: its rules, for Query here and for /predict's PredictQuery model.
+VERSION_RULES: dict[str, Any] = {
+    "max_length": 64, "description": "model version (default: the model's default version, else the latest)"}
+VersionQuery = Annotated[str | None, Query(**VERSION_RULES)]
 
 
 def model_for(request: Request, engine: Engine, name: str, version: str | None) -> RemoteModel:

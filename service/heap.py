@@ -5,9 +5,8 @@ walks them all. After startup a process holds hundreds of thousands of long-live
 routes and schemas, pydantic's validators, the manifests, ONNX Runtime's bindings) that requests never
 free, so each full collection stalled every request in flight for milliseconds: the latency tail.
 ``freeze`` moves everything alive at the end of startup into the permanent generation, out of the
-collector's reach; collections then walk only what requests allocate. Measured with wrk at
-concurrency 16 (docs/PERFORMANCE.md, "Peers"): lenet5's p99 was 5.65× its p50 without it and is 1.4–1.6×
-with it; 0.8–0.9 % of requests spent over 25 ms inside the server without it, none with it.
+collector's reach; collections then walk only what requests allocate (the A/B that found it:
+docs/PERFORMANCE.md, "The tail").
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..dependencies import UPLOAD_BODY, model_for, read_upload
+from ..dependencies import UPLOAD_BODY, VERSION_RULES, model_for, read_upload
 from ..engine import Engine
 from ..errors import InvalidParameter
 from ..openapi import query_parameters
@@ -29,8 +29,7 @@ class PredictQuery(BaseModel):
 
     model: str | None = Field(None, max_length=128, examples=["lenet5"],
                               description="model name (default: the configured default model)")
-    version: str | None = Field(None, max_length=64, description="model version (default: the model's default "
-                                                                 "version, else the latest)")
+    version: str | None = Field(None, **VERSION_RULES)
     top_k: int = Field(5, ge=1, description="how many classes to return (at most max_top_k)")
 
 
