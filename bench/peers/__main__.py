@@ -28,7 +28,7 @@ import httpx
 import onnxruntime as ort
 
 from bench.load import require_wrk
-from bench.servers import ROOT, Server
+from bench.servers import ROOT, Server, free_port
 
 ENVS = ROOT / ".bench-peers"
 MODELS = ROOT / "models"
@@ -202,8 +202,6 @@ def start(name: str, model_dir: Path, work: Path, constant: bool) -> tuple[Serve
     venv = environment(name, peer)
     port, store = None, work / f"store-{name}-{int(constant)}"
     if name == "torchserve":
-        from bench.servers import free_port
-
         port = free_port()
         shutil.rmtree(store, ignore_errors=True)
         torchserve_store(model_dir, store)
