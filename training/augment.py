@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageFilter
 
 WORK = 64  # the working resolution of ink masks
 LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)
@@ -118,22 +118,52 @@ def _low_resolution(masks: torch.Tensor, rng: np.random.Generator, chance: float
     return out
 
 
-def form_scans(digits: np.ndarray, cells: np.ndarray | None = None, size: int = 64) -> np.ndarray:
-    """uint8 N×h×w ink → N×size×size dark-on-white low-resolution scans: each digit cropped to its ink,
-    fitted into a bitmap of 4 pixels per cell, binarised, its inked pixels counted per 4×4 cell (0–16) and
-    upscaled (bilinear) to fill the frame. ``cells`` per digit (default 8: UCI optdigits' 8×8 recipe)."""
-    cells = np.full(len(digits), 8) if cells is None else cells
+# NIST's character normalisation, which UCI's optdigits (scikit-learn's load_digits) went through (Garris et
+# al., "NIST Form-Based Handprint Recognition System", NISTIR 5469, 1994): the slant taken out, the character
+# stretched to a 20-wide, 32-high box whatever its shape, centred in a 32×32 bitmap. A "1" comes out as wide
+# as a "0"; every character fills the bitmap's height.
+NIST_BOX = (20, 32)
+
+
+def _deslant(digit: np.ndarray) -> np.ndarray:
+    """A digit sheared so its ink's second-order moment μ11 is 0 (upright), on a canvas three times as wide."""
+    ink = digit.astype(np.float64)
+    ys, xs = np.mgrid[:ink.shape[0], :ink.shape[1]]
+    mass = ink.sum()
+    xc, yc = (ink * xs).sum() / mass, (ink * ys).sum() / mass
+    slant = (ink * (xs - xc) * (ys - yc)).sum() / max((ink * (ys - yc) ** 2).sum(), 1e-9)
+    h, w = digit.shape
+    wide = Image.fromarray(digit).crop((-w, 0, 2 * w, h))
+    # output (x, y) samples the input at (x + slant·(y − yc), y)
+    return np.asarray(wide.transform(wide.size, Image.Transform.AFFINE, (1, slant, -slant * yc, 0, 1, 0),
+                                     Image.Resampling.BILINEAR))
+
+
+def form_scans(digits: np.ndarray, rng: np.random.Generator, size: int = 64, nist: float = 0.7) -> np.ndarray:
+    """uint8 N×h×w ink → N×size×size dark-on-white low-resolution scans, as form readers store digits: the
+    digit cropped to its ink and fitted into a bitmap of 4 pixels per cell, binarised, its inked pixels
+    counted per 4×4 cell (0–16) and upscaled (bilinear) to fill the frame. A ``nist`` share is normalised
+    as NIST's form reader does (``NIST_BOX``: deslanted, stretched to the 20×32 box, 8×8 cells, at times a
+    pixel bolder); the rest keep their shape and slant, in 7×7 to 10×10 cells (other scanners)."""
     scans = np.empty((len(digits), size, size), np.uint8)
-    for n, (digit, grid) in enumerate(zip(digits, cells, strict=True)):
-        side = 4 * int(grid)
-        ys, xs = np.nonzero(digit > 0.2 * digit.max())
-        crop = Image.fromarray(digit[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
-        ratio = side / max(crop.size)
-        crop = crop.resize((max(1, round(crop.width * ratio)), max(1, round(crop.height * ratio))),
-                           Image.Resampling.BILINEAR)
+    for n, digit in enumerate(digits):
+        normalised = rng.random() < nist
+        grid = 8 if normalised else int(rng.integers(7, 11))
+        side = 4 * grid
+        source = _deslant(digit) if normalised else digit
+        ys, xs = np.nonzero(source > 0.2 * source.max())
+        crop = Image.fromarray(source[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+        if normalised:
+            shape = (round(side * NIST_BOX[0] / NIST_BOX[1]), side)
+        else:
+            ratio = side / max(crop.size)
+            shape = (max(1, round(crop.width * ratio)), max(1, round(crop.height * ratio)))
+        glyph = crop.resize(shape, Image.Resampling.BILINEAR)
+        if normalised and rng.random() < 0.3:
+            glyph = glyph.filter(ImageFilter.MaxFilter(3))
         bitmap = np.zeros((side, side), np.uint8)
-        y0, x0 = (side - crop.height) // 2, (side - crop.width) // 2
-        bitmap[y0:y0 + crop.height, x0:x0 + crop.width] = np.asarray(crop) > 127
+        y0, x0 = (side - glyph.height) // 2, (side - glyph.width) // 2
+        bitmap[y0:y0 + glyph.height, x0:x0 + glyph.width] = np.asarray(glyph) > 127
         counts = bitmap.reshape(grid, 4, grid, 4).sum(axis=(1, 3))
         page = Image.fromarray((255 - counts * (255 / 16)).round().astype(np.uint8))
         scans[n] = np.asarray(page.resize((size, size), Image.Resampling.BILINEAR))

@@ -55,7 +55,7 @@ class Mixture:
 
     printed: int = 2000   # printed glyphs, drawn from the split's font lineages
     clean: float = 0.3    # the share drawn in the plain look (CLEAN), the rest fully varied
-    scans: int = 1000     # MNIST digits of the split also drawn as 7×7 to 10×10 form scans, filling the frame
+    scans: int = 1500     # MNIST digits of the split also drawn as form scans (augment.form_scans), filling the frame
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def scene_dataset(name: str, split: str, seed: int = DEFAULT_SEED, variant: int 
         labels += [digits.labels[mnist_part], printed_labels[printed_part]]
     if mixture.scans:
         chosen = rng.choice(len(digits), mixture.scans, replace=False)
-        scanned = form_scans(digits.images[chosen, 0], rng.integers(7, 11, mixture.scans))[:, None]
+        scanned = form_scans(digits.images[chosen, 0], rng)[:, None]
         images.append(np.repeat(scanned, 3, axis=1) if name == "placed" else scanned)
         boxes.append(np.tile([0, 0, CANVAS, CANVAS], (mixture.scans, 1)))
         labels.append(digits.labels[chosen])
@@ -176,7 +176,7 @@ def scene_dataset(name: str, split: str, seed: int = DEFAULT_SEED, variant: int 
 VAL_PRINTED = 500  # printed glyphs (of the validation lineages) in the validation scenes
 VALIDATION_DESCRIPTION = {
     name: f"MNIST validation digits and {VAL_PRINTED} printed validation-font glyphs as {look} scenes, and the "
-          f"same digits as 7×7 to 10×10 form scans"
+          f"same digits as form scans (NIST-normalised 8×8, and 7×7 to 10×10)"
     for name, look in (("mnist", "gray"), ("placed", "RGB"))
 }
 

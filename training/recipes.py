@@ -3,7 +3,7 @@
 from .train import TrainConfig
 
 # Longest first: `training zoo --jobs 2` starts them in this order. Every model trains on fresh scenes each
-# epoch (training.augment): about 4,000 handwritten and 2,000 printed digits and 1,000 form scans, 1.75×
+# epoch (training.augment): about 4,000 handwritten and 2,000 printed digits and 1,500 form scans, 1.9×
 # the images per epoch of the plain split, so the RGB nets run fewer epochs than they did on it.
 RECIPES: dict[str, TrainConfig] = {
     # Glorot FC head with a zero output layer (see AlexNetSmall).

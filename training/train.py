@@ -36,7 +36,7 @@ class TrainConfig:
     patience: int = 5
     augment: bool = True  # fresh scenes every epoch (training.augment); off: the plain dataset, as is
     printed: int = 2000   # printed glyphs in each epoch's scenes, beside the MNIST digits
-    scans: int = 1000     # training digits also drawn as low-resolution form scans, each epoch
+    scans: int = 1500     # training digits also drawn as low-resolution form scans, each epoch
     seed: int = DEFAULT_SEED
     threads: int = 0  # 0: torch's default (one per core)
     limit: int = 0    # train on this many evenly spread training images (0: all); for smoke tests
