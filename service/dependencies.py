@@ -15,7 +15,7 @@ from .readiness import readiness
 from .repository import ModelRepository
 from .schemas import Readiness
 from .settings import Settings
-from .uploads import FIELD
+from .uploads import FIELD, RAW_TYPES
 from .worker.protocol import Upload
 
 
@@ -57,10 +57,10 @@ async def read_upload(request: Request) -> Upload:
 
 
 # What image-upload routes take, for the OpenAPI schema (FastAPI itself leaves the body unparsed).
-UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": [FIELD],
-    "properties": {FIELD: {"type": "string", "format": "binary",
-                           "description": "the image: PNG, JPEG, BMP, WebP or GIF (first frame)"}}}}}}}
+_IMAGE = {"type": "string", "format": "binary", "description": "the image: PNG, JPEG, BMP, WebP or GIF (first frame)"}
+UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": [FIELD], "properties": {FIELD: _IMAGE}}},
+    **{media_type: {"schema": _IMAGE} for media_type in RAW_TYPES}}}}
 
 # The ?version= every model route takes: its rules, for Query here and for /predict's PredictQuery model.
 VERSION_RULES: dict[str, Any] = {

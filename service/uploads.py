@@ -1,7 +1,9 @@
-"""The image inside an upload: the ``file`` field of a multipart/form-data body.
+"""The image inside an upload: the ``file`` field of a multipart/form-data body, or the body itself when it is
+sent with an image Content-Type (``curl --data-binary @digit.png -H 'Content-Type: image/png'``), as
+TorchServe and mosec take images.
 
-python-multipart (the parser FastAPI uses) parses it in an inference worker rather than FastAPI on the
-event loop: that parse was half of what the server process spent per request."""
+python-multipart (the parser FastAPI uses) parses a form in an inference worker rather than FastAPI on the
+event loop: that parse was half of what the server process spent per request. A raw body needs no parse."""
 
 from __future__ import annotations
 
@@ -10,13 +12,18 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from .errors import InvalidParameter
 
 FIELD = "file"
+RAW_TYPES = ("image/*", "application/octet-stream")  # a body that is the image itself
 
 
-def image_from_form(content_type: str, body: bytes) -> bytes:
-    """The bytes of the form's ``file`` part; InvalidParameter (422) saying what to send otherwise."""
+def image_bytes(content_type: str, body: bytes) -> bytes:
+    """The image's bytes: the body itself under an image (or octet-stream) Content-Type, else the form's
+    ``file`` part; InvalidParameter (422) saying what to send otherwise."""
     media_type, options = parse_options_header(content_type)
+    if media_type.startswith(b"image/") or media_type == b"application/octet-stream":
+        return body
     if media_type != b"multipart/form-data" or not options.get(b"boundary"):
-        raise InvalidParameter(f"send the image as multipart/form-data, in the field '{FIELD}'; "
+        raise InvalidParameter(f"send the image as multipart/form-data in the field '{FIELD}', or as the body "
+                               f"with its image Content-Type (image/png, image/jpeg, …); "
                                f"got Content-Type {content_type or 'none'!r}")
     parts: list[tuple[dict[bytes, bytes], list[bytes]]] = []
     header = [b"", b""]

@@ -4,8 +4,8 @@ LitServe on this machine, and against the bare stack.
 Each peer runs from its own virtual environment under ``.bench-peers/`` (made here from its own package on
 first use), with the smallest idiomatic handler for the same work (bench/peers/work.py) and its own
 batching on, taking the image in its own idiomatic encoding. The order is interleaved — cnn-serve, every
-peer, cnn-serve again — so drift on a shared machine shows as the gap between the two cnn-serve rounds.
-Every server's answer is checked equal to cnn-serve's before it is timed. For each model and server: wrk
+peer, cnn-serve again — so drift on a shared machine shows as the gap between the two cnn-serve rounds;
+last, cnn-serve taking the image as the body (``cnn-serve-raw``, mosec's and TorchServe's encoding). Every server's answer is checked equal to cnn-serve's before it is timed. For each model and server: wrk
 at each concurrency (req/s, p50/p99, errors), the CPU time per request of the server's processes, how busy
 the cores were; then each front end's constant-answer ceiling, and the bare stack (bench.apps:bare).
 """
@@ -187,7 +187,7 @@ def start(name: str, model_dir: Path, work: Path, constant: bool) -> tuple[Serve
     env = {"BENCH_MODEL_DIR": str(model_dir), "PYTHONPATH": str(ROOT), **({"BENCH_CONSTANT": "1"} if constant else {})}
     if name == "cnn-serve" and constant:  # its stack (FastAPI, uvicorn, the multipart form) answering a constant
         return Server.uvicorn("bench.apps:ceiling", {}, factory=True), "/predict", "multipart"
-    if name == "cnn-serve":
+    if name in ("cnn-serve", "cnn-serve-raw"):  # the second takes the image as the body, like mosec
         repository = work / f"repository-{model_dir.parent.name}"
         if not repository.exists():  # the model's shipped versions alone, as a repository of their own
             repository.mkdir()
@@ -195,7 +195,8 @@ def start(name: str, model_dir: Path, work: Path, constant: bool) -> tuple[Serve
         settings = {"CNNSERVE_MODEL_DIR": str(repository), "CNNSERVE_DEFAULT_MODEL": model_dir.parent.name}
         server = Server([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", "{port}"],
                         {**SERVICE_ENV, **settings})
-        return server, f"/predict?model={model_dir.parent.name}&version={model_dir.name}", "multipart"
+        encoding = "raw" if name == "cnn-serve-raw" else "multipart"
+        return server, f"/predict?model={model_dir.parent.name}&version={model_dir.name}", encoding
     if name == "bare":  # one FastAPI route on the same uvicorn, no middleware, reading the body
         return Server.uvicorn("bench.apps:bare", {}, factory=True), "/predict", "multipart"
     peer = PEERS[name]
@@ -230,7 +231,7 @@ def main() -> None:
     for name in args.peers:
         venv = environment(name, PEERS[name])
         report["versions"][name] = {d: installed_version(venv, d) for d in PEERS[name].versions}
-    order = ["cnn-serve", *args.peers, "cnn-serve"]
+    order = ["cnn-serve", *args.peers, "cnn-serve", "cnn-serve-raw"]
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as scratch:
         work = Path(scratch)
         for model in args.models:

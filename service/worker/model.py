@@ -18,7 +18,7 @@ from ..manifest import Manifest
 from ..postprocessing import ranking, softmax
 from ..preprocessing import Prepared, decode, open_image, plan_decode, prepare
 from ..settings import Settings
-from ..uploads import image_from_form
+from ..uploads import image_bytes
 from . import explain
 from .protocol import (
     Classified,
@@ -93,7 +93,7 @@ class WorkerModel:
         started = time.perf_counter()
         s = self.settings
         try:
-            data = image_from_form(upload.content_type, upload.body)
+            data = image_bytes(upload.content_type, upload.body)
             image = open_image(data, s.max_image_pixels)
             size = image.size
             pixels = plan_decode(image, longest)

@@ -113,6 +113,15 @@ def test_a_multipart_boundary_over_256_characters_is_a_422(client, digit):
     assert_problem(client.post("/predict", content=body, headers=form), 422, "multipart")
 
 
+def test_a_body_that_is_neither_a_form_nor_an_image_says_what_to_send(client, digit):
+    body = assert_problem(client.post("/predict", content=digit, headers={"content-type": "text/plain"}), 422,
+                          "multipart/form-data", "image/png")
+    assert "text/plain" in body["detail"]
+    pdf = {"content-type": "image/png"}  # an image type on bytes that are no image: the file's own 415
+    assert_problem(client.post("/predict", content=b"%PDF-1.7 not an image", headers=pdf), 415, "not an image")
+    assert_problem(client.post("/predict", content=b"", headers=pdf), 422, "empty")
+
+
 def test_wrong_form_field(client, digit):
     assert_problem(client.post("/predict", files={"image": ("d.png", digit, "image/png")}), 422, "file")
     assert_problem(client.post("/predict", data={"file": "not a file"}), 422, "file")

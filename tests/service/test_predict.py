@@ -131,8 +131,10 @@ def test_upload_routes_document_their_multipart_body(client):
     """The workers parse the form, so FastAPI does not; the OpenAPI page must still show the upload."""
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/predict", "/models/{name}/cam"):
-        schema = paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        content = paths[path]["post"]["requestBody"]["content"]
+        schema = content["multipart/form-data"]["schema"]
         assert schema["required"] == ["file"] and schema["properties"]["file"]["format"] == "binary"
+        assert content["image/*"]["schema"]["format"] == content["application/octet-stream"]["schema"]["format"] == "binary"
     # /predict validates its query as one model, and still documents each parameter with its limits.
     parameters = {p["name"]: p for p in paths["/predict"]["post"]["parameters"]}
     assert set(parameters) == {"model", "version", "top_k"} and all(p["in"] == "query" for p in parameters.values())
@@ -145,3 +147,15 @@ def test_the_file_is_found_among_other_form_fields(client, mnist_test):
     digit, label = encode(mnist_test.images[0, 0]), str(mnist_test.labels[0])
     response = client.post("/predict?model=lenet5", data={"note": "first", "other": "x"}, files=upload(digit))
     assert response.status_code == 200 and response.json()["predictions"][0]["label"] == label
+
+
+@pytest.mark.parametrize("content_type", ["image/png", "image/jpeg", "application/octet-stream"])
+def test_the_image_may_be_the_body_itself(client, mnist_test, content_type):
+    """``curl --data-binary @digit.png -H 'Content-Type: image/png'``: the same answer as the form upload (the
+    format is read from the bytes, so a declared type that differs from the file's is no matter)."""
+    digit = encode(mnist_test.images[3, 0])
+    raw = client.post("/predict?model=lenet5", content=digit, headers={"content-type": content_type})
+    form = client.post("/predict?model=lenet5", files=upload(digit))
+    assert raw.status_code == 200 and raw.json()["predictions"] == form.json()["predictions"]
+    heatmap = client.post("/models/lenet5/cam?format=json", content=digit, headers={"content-type": content_type})
+    assert heatmap.status_code == 200
