@@ -2,12 +2,13 @@
 LitServe on this machine, and against the bare stack.
 
 Each peer runs from its own virtual environment under ``.bench-peers/`` (made here from its own package on
-first use), with the smallest idiomatic handler for the same work (bench/peers/work.py) and its own
-batching on, taking the image in its own idiomatic encoding. The order is interleaved — cnn-serve, every
-peer, cnn-serve again — so drift on a shared machine shows as the gap between the two cnn-serve rounds;
-last, cnn-serve taking the image as the body (``cnn-serve-raw``, mosec's and TorchServe's encoding). Every server's answer is checked equal to cnn-serve's before it is timed. For each model and server: wrk
-at each concurrency (req/s, p50/p99, errors), the CPU time per request of the server's processes, how busy
-the cores were; then each front end's constant-answer ceiling, and the bare stack (bench.apps:bare).
+first use), with the smallest idiomatic handler for the same work (bench/peers/work.py) and its own batching
+on, taking the image in its own idiomatic encoding. The order is interleaved — cnn-serve, every peer,
+cnn-serve again — so drift on a shared machine shows as the gap between the two cnn-serve rounds; last, cnn-serve
+taking the image as the body (``cnn-serve-raw``, mosec's and TorchServe's encoding). Every server's answer is
+checked equal to cnn-serve's before it is timed. For each model and server: wrk at each concurrency (req/s,
+p50/p99, errors), the CPU time per request of the server's processes, how busy the cores were; then each front
+end's constant-answer ceiling, and the bare stack (bench.apps:bare).
 """
 
 from __future__ import annotations
