@@ -52,14 +52,12 @@ PRINTED_TARGET, FULL_FRAME_TARGET, ECE_TARGET, AUROC_TARGET = 0.97, 0.95, 0.03, 
 # Where the shipped zoo falls short of a target, the floor it does hold, so that a retrain cannot quietly
 # get worse (README "Robustness" and the note give the figures): (model, version, set) → floors.
 SHORTFALLS: dict[tuple[str, str, str], dict[str, float]] = {
-    ("lenet5", "1", "sklearn_digits"): {"accuracy": 0.895, "auroc": 0.875},
-    ("lenet5", "2", "sklearn_digits"): {"accuracy": 0.895, "auroc": 0.875},
-    ("mnist_cnn_b", "1", "sklearn_digits"): {"accuracy": 0.87, "auroc": 0.875},
-    ("mnist_cnn_b", "2", "sklearn_digits"): {"accuracy": 0.87, "auroc": 0.875},
-    ("cam_net", "1", "sklearn_digits"): {"accuracy": 0.875, "auroc": 0.895, "ece": 0.04},
-    ("cam_net", "2", "sklearn_digits"): {"accuracy": 0.88, "auroc": 0.885, "ece": 0.12},
-    ("inception_small", "1", "sklearn_digits"): {"accuracy": 0.855, "auroc": 0.85},
-    ("inception_small", "2", "sklearn_digits"): {"accuracy": 0.85, "auroc": 0.85, "ece": 0.07},
+    ("mnist_cnn_b", "1", "sklearn_digits"): {"accuracy": 0.895, "auroc": 0.88},
+    ("mnist_cnn_b", "2", "sklearn_digits"): {"accuracy": 0.895, "auroc": 0.88, "ece": 0.031},
+    ("cam_net", "1", "mnist_full_frame"): {"ece": 0.032},
+    ("cam_net", "2", "sklearn_digits"): {"ece": 0.034},
+    ("cam_net", "2", "mnist_full_frame"): {"accuracy": 0.945},
+    ("inception_small", "2", "sklearn_digits"): {"ece": 0.055},
     ("resnet_small", "2", "sklearn_digits"): {"ece": 0.036},
 }
 
