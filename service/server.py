@@ -6,10 +6,9 @@ under ``max_header_bytes`` / ``max_headers`` (431 otherwise); a body must keep a
 every ``read_timeout_s``) and be complete within ``request_timeout_s`` of the request's start (408, and
 the connection is closed); a connection idle before its first request is closed after ``keep_alive_s``,
 like an idle keep-alive one; when a response went out before its request's body was read (a 413, say), the
-connection is closed rather than drained; an answer leaves in one write (``OneWriteAnswer``). Across
-connections: at most ``max_connections`` are open; a new one past that evicts the connection that has
-waited longest without a complete request, or, when every one is busy with a request, gets 503 and is
-closed.
+connection is closed rather than drained. Across connections: at most ``max_connections`` are open; a new
+one past that evicts the connection that has waited longest without a complete request, or, when every
+one is busy with a request, gets 503 and is closed.
 
 Shutdown (SIGTERM, SIGINT): ``/readyz`` turns 503 at once, requests in flight get ``shutdown_grace_s`` to
 finish, stragglers are cancelled and their connections closed, the inference workers are stopped (and
@@ -62,43 +61,6 @@ def _answer(status: int, reason: str, detail: str, retry_after: int | None = Non
     extra = f"retry-after: {retry_after}\r\n" if retry_after else ""
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\ncontent-length: {len(body)}\r\n"
             f"{extra}connection: close\r\n\r\n").encode() + body
-
-
-class OneWriteAnswer:
-    """The transport a request's cycle writes to. uvicorn writes an answer's head (status line, headers) and
-    its body separately: two send() calls and two packets, each waking the client; on loopback the kernel's
-    delivery of each is charged to the server. The head is held back and leaves with the first body write;
-    a head with no body in the same turn of the loop (a streamed answer) leaves on the next turn. Everything
-    else passes straight through to the connection's transport."""
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._head: bytes | None = None
-        self._started = False
-
-    def write(self, data: bytes) -> None:
-        if not self._started:
-            self._started, self._head = True, data
-            self._loop.call_soon(self._flush)
-        elif self._head is not None:
-            head, self._head = self._head, None
-            self._transport.write(head + data)
-        else:
-            self._transport.write(data)
-
-    def _flush(self) -> None:
-        if self._head is not None:
-            head, self._head = self._head, None
-            if not self._transport.is_closing():
-                self._transport.write(head)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, …: the connection's own
-        return getattr(self._transport, name)
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -203,8 +165,6 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._enter("body", min(self.limits.read_timeout_s, self.limits.request_timeout_s))
         super().on_headers_complete()
-        if self.cycle is not None:
-            self.cycle.transport = OneWriteAnswer(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         if not self._rejected:

@@ -3,7 +3,6 @@ phase of a request, header limits, no draining after an early answer, the connec
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -17,7 +16,6 @@ import httpx
 import pytest
 
 from service.app import create_app
-from service.server import OneWriteAnswer
 from tests.helpers import EXAMPLES, ROOT, free_port, running_server, wait_until_ready
 
 pytestmark = pytest.mark.slow  # real servers and real timeouts
@@ -127,47 +125,3 @@ def test_sigterm_with_a_half_sent_upload_exits_within_the_grace_period():
     finally:
         if server.poll() is None:
             server.kill()
-
-
-class RecordingTransport:
-    """Stands in for a connection's transport: what was written, in which calls, and whether it closed."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def test_an_answer_leaves_in_one_write_and_a_head_alone_on_the_next_turn():
-    async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        sent = RecordingTransport()
-        answer = OneWriteAnswer(sent, loop)  # type: ignore[arg-type]
-        answer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
-        assert sent.writes == []  # the head waits for its body
-        answer.write(b"{}")
-        assert sent.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
-        answer.write(b"more")  # later writes pass straight through
-        assert sent.writes[-1] == b"more" and not answer.is_closing()
-
-        streamed = RecordingTransport()
-        answer = OneWriteAnswer(streamed, loop)  # type: ignore[arg-type]
-        answer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-        await asyncio.sleep(0)  # a streamed answer's head leaves on the loop's next turn
-        assert streamed.writes == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"]
-
-        closing = RecordingTransport()
-        answer = OneWriteAnswer(closing, loop)  # type: ignore[arg-type]
-        answer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-        answer.close()  # nothing held back is lost
-        assert closing.writes == [b"HTTP/1.1 204 No Content\r\n\r\n"] and closing.closed
-
-    asyncio.run(scenario())
