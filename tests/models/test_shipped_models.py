@@ -88,15 +88,15 @@ def test_int8_versions_keep_the_accuracy(name, version):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_the_digits_the_previous_release_misread(name):
-    """Per class, where the previous release failed: a printed 1 with a foot serif (read as 2 by every
-    model: fixed, 97.8–98.6 % now), other writers' 1s (read as 8 by the gray nets) and 9s (read as 3 by
-    mnist_cnn_b). Those two are not fixed: 50–74 % of the 1s and 51–92 % of the 9s are read right (README
-    "Robustness"); the floors below hold them there."""
+    """Per class, where the release before issue 15 failed: a printed 1 with a foot serif (read as 2 by every
+    model: 97.8–98.6 % right now), other writers' 1s (read as 8 by the gray nets: 80–93 % right now, with
+    the NIST-normalised form scans) and 9s (read as 3 by mnist_cnn_b: 54–91 % right now, mnist_cnn_b and
+    cam_net the weakest). The floors below hold them there."""
     typed = Manifest.model_validate(manifest(name, "1"))
     model = evaluate.session(MODELS / name / "1" / "model.onnx")
     sets = {s.name: s for s in external_sets()}
-    for set_name, digit, floor in (("printed_heldout", 1, 0.95), ("sklearn_digits", 1, 0.49),
-                                   ("sklearn_digits", 9, 0.5)):
+    for set_name, digit, floor in (("printed_heldout", 1, 0.95), ("sklearn_digits", 1, 0.79),
+                                   ("sklearn_digits", 9, 0.53)):
         chosen = sets[set_name]
         pick = np.flatnonzero(chosen.labels == digit)
         predicted = evaluate.logits(model, evaluate.served_inputs([chosen.images[i] for i in pick], typed)).argmax(1)
