@@ -3,10 +3,11 @@ images and shipped as its own version beside the float one, only if it keeps the
 
 Weights are int8 per output channel, activations uint8 per tensor with ranges measured on evenly spread
 training images (every class): their min-max, or, when that loses more than the allowed accuracy, their
-99.99th percentiles (a few outlying activations no longer stretch a range; inception_small needs it). The Grad-CAM graph and the CAM weights stay float: the
-int8 model's feature maps are dequantized floats, so the same head gradient applies — the int8 manifest
-points at the source version's ``gradcam.onnx`` (``../1/gradcam.onnx``) instead of carrying a copy, which
-for the FC-headed nets is most of the repository's size.
+99.99th percentiles (a few outlying activations no longer stretch a range; inception_small needs it).
+The Grad-CAM graph and the CAM weights stay float: the int8 model's feature maps are dequantized floats,
+so the same head gradient applies — the int8 manifest points at the source version's ``gradcam.onnx``
+(``../1/gradcam.onnx``) instead of carrying a copy, which for the FC-headed nets is most of the
+repository's size.
 """
 
 from __future__ import annotations
