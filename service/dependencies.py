@@ -64,7 +64,8 @@ UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
 
 # The ?version= every model route takes: its rules, for Query here and for /predict's PredictQuery model.
 VERSION_RULES: dict[str, Any] = {
-    "max_length": 64, "description": "model version (default: the model's default version, else the latest)"}
+    "min_length": 1, "max_length": 64,
+    "description": "model version (default: the model's default version, else the latest)"}
 VersionQuery = Annotated[str | None, Query(**VERSION_RULES)]
 
 

@@ -27,7 +27,7 @@ router = APIRouter(tags=["predict"])
 class PredictQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str | None = Field(None, max_length=128, examples=["lenet5"],
+    model: str | None = Field(None, min_length=1, max_length=128, examples=["lenet5"],
                               description="model name (default: the configured default model)")
     version: str | None = Field(None, **VERSION_RULES)
     top_k: int = Field(5, ge=1, description="how many classes to return (at most max_top_k)")

@@ -122,6 +122,11 @@ def test_a_body_that_is_neither_a_form_nor_an_image_says_what_to_send(client, di
     assert_problem(client.post("/predict", content=b"", headers=pdf), 422, "empty")
 
 
+@pytest.mark.parametrize("query", ["model=", "version=", "model=lenet5&version="])
+def test_an_empty_model_or_version_is_a_422_not_the_default(client, digit, query):
+    assert_problem(client.post(f"/predict?{query}", files=upload(digit)), 422, "at least 1 character")
+
+
 def test_wrong_form_field(client, digit):
     assert_problem(client.post("/predict", files={"image": ("d.png", digit, "image/png")}), 422, "file")
     assert_problem(client.post("/predict", data={"file": "not a file"}), 422, "file")
