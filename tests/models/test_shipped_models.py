@@ -52,8 +52,8 @@ PRINTED_TARGET, FULL_FRAME_TARGET, ECE_TARGET, AUROC_TARGET = 0.97, 0.95, 0.03, 
 # Where the shipped zoo falls short of a target, the floor it does hold, so that a retrain cannot quietly
 # get worse (README "Robustness" and the issue's note give the figures): (model, version, set) → floors.
 SHORTFALLS: dict[tuple[str, str, str], dict[str, float]] = {
-    ("mnist_cnn_b", "1", "sklearn_digits"): {"accuracy": 0.895, "auroc": 0.88},
-    ("mnist_cnn_b", "2", "sklearn_digits"): {"accuracy": 0.895, "auroc": 0.88, "ece": 0.031},
+    ("mnist_cnn_b", "1", "sklearn_digits"): {"accuracy": 0.91},
+    ("mnist_cnn_b", "2", "sklearn_digits"): {"accuracy": 0.91},
     ("cam_net", "1", "mnist_full_frame"): {"ece": 0.032},
     ("cam_net", "2", "sklearn_digits"): {"ece": 0.034},
     ("cam_net", "2", "mnist_full_frame"): {"accuracy": 0.945},
@@ -89,14 +89,14 @@ def test_int8_versions_keep_the_accuracy(name, version):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_the_digits_the_previous_release_misread(name):
     """Per class, where the release before issue 15 failed: a printed 1 with a foot serif (read as 2 by every
-    model: 97.8–98.6 % right now), other writers' 1s (read as 8 by the gray nets: 80–93 % right now, with
-    the NIST-normalised form scans) and 9s (read as 3 by mnist_cnn_b: 54–91 % right now, mnist_cnn_b and
-    cam_net the weakest). The floors below hold them there."""
+    model: 97.8–98.6 % right now), other writers' 1s (read as 8 by the gray nets: 83–93 % right now, with
+    the NIST-normalised form scans) and 9s (read as 3 by mnist_cnn_b: 58–91 % right now, cam_net and
+    mnist_cnn_b the weakest). The floors below hold them there."""
     typed = Manifest.model_validate(manifest(name, "1"))
     model = evaluate.session(MODELS / name / "1" / "model.onnx")
     sets = {s.name: s for s in external_sets()}
-    for set_name, digit, floor in (("printed_heldout", 1, 0.95), ("sklearn_digits", 1, 0.79),
-                                   ("sklearn_digits", 9, 0.53)):
+    for set_name, digit, floor in (("printed_heldout", 1, 0.95), ("sklearn_digits", 1, 0.83),
+                                   ("sklearn_digits", 9, 0.57)):
         chosen = sets[set_name]
         pick = np.flatnonzero(chosen.labels == digit)
         predicted = evaluate.logits(model, evaluate.served_inputs([chosen.images[i] for i in pick], typed)).argmax(1)
