@@ -64,31 +64,37 @@ def quantize_version(models_dir: Path, name: str, source: str = "1", version: st
 
     directory = models_dir / name / version
     staging = directory.with_name(f".{version}.partial")
-    for ranges, (method, options) in RANGES.items():
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    prepared = staging / "prepared.onnx"
+    try:
+        quant_pre_process(str(source_dir / MODEL_FILE), str(prepared), skip_symbolic_shape=True)
+        result = _first_that_keeps_the_accuracy(manifest, prepared, staging, version, calibration)
+        prepared.unlink()
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            quant_pre_process(str(source_dir / MODEL_FILE), str(staging / "prepared.onnx"), skip_symbolic_shape=True)
-            quantize_static(str(staging / "prepared.onnx"), str(staging / MODEL_FILE), _Calibration(calibration),
-                            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, per_channel=True, calibrate_method=method,
-                            extra_options=options)
-            (staging / "prepared.onnx").unlink()
-            result = _check_and_describe(manifest, staging, version, len(calibration), ranges)
-            break
-        except QuantizationRejected as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            if ranges == list(RANGES)[-1]:
-                raise
-            print(f"{exc} with {ranges} ranges; trying the next calibration")
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        raise
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
     if not (directory.parent / "config.json").exists():
         write_model_config(directory.parent, source)  # int8 when asked for; the float version stays the default
     return result
+
+
+def _first_that_keeps_the_accuracy(manifest: Manifest, prepared: Path, staging: Path, version: str,
+                                   calibration: np.ndarray) -> Manifest:
+    """The int8 model quantized with each of RANGES in turn into ``staging``, until one keeps the accuracy."""
+    rejected: QuantizationRejected | None = None
+    for ranges, (method, options) in RANGES.items():
+        quantize_static(str(prepared), str(staging / MODEL_FILE), _Calibration(calibration),
+                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True, calibrate_method=method, extra_options=options)
+        try:
+            return _check_and_describe(manifest, staging, version, len(calibration), ranges)
+        except QuantizationRejected as exc:  # the next ranges overwrite this model
+            rejected = exc
+    assert rejected is not None
+    raise rejected
 
 
 def _check_and_describe(manifest: Manifest, staging: Path, version: str, calibrated_on: int,
