@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -29,6 +30,7 @@ ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "BMP": "BMP", "
 ACCEPTED = "PNG, JPEG, BMP, WebP or GIF"
 MNIST_BOX, MNIST_CANVAS = 20, 28  # MNIST: digit fitted into 20×20, centred by mass on 28×28
 LIGHT_BACKGROUND = 127.5
+_RIDGE = 1e-9 * np.eye(3)  # keeps the 3×3 normal equations solvable when the kept border is degenerate
 
 # Pillow's own bomb check raises at open() without saying the size; ours (max_pixels, checked on the
 # header before any decoding) replaces it and tells the user what was too large.
@@ -127,6 +129,27 @@ def letterbox(image: Image.Image, prep: Preprocessing) -> Fitted:
     return _fit(image, width, height, fill if len(fill) > 1 else fill[0])
 
 
+@lru_cache(maxsize=16)
+def _border_design(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The plane's design matrix over the border pixels (in _border_pixels' order), and the x and y ramps
+    the fitted plane is drawn with: the same for every image of a size, so made once."""
+    ys = np.concatenate([np.zeros(width), np.full(width, height - 1), np.arange(height), np.arange(height)])
+    xs = np.concatenate([np.arange(width), np.arange(width), np.zeros(height), np.full(height, width - 1)])
+    design = np.stack([np.ones_like(xs), xs / width, ys / height], 1)
+    ramps = np.arange(width)[None, :], np.arange(height)[:, None]
+    for array in (design, *ramps):
+        array.flags.writeable = False
+    return design, *ramps
+
+
+def _median(values: np.ndarray) -> float:
+    """np.median's value (the middle one, or the mean of the middle two) without its generic machinery,
+    which cost ten times the sort on a border's few hundred pixels."""
+    ordered = np.sort(values)
+    middle = len(ordered) // 2
+    return float(ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2)
+
+
 def _border_plane(pixels: np.ndarray) -> tuple[np.ndarray, float]:
     """The page under the digit, as a plane a + b·x + c·y fitted to the border pixels (uneven light across a
     photo), and the noise level (robust σ of the border about it). Border pixels the digit touches (a
@@ -135,25 +158,23 @@ def _border_plane(pixels: np.ndarray) -> tuple[np.ndarray, float]:
     values = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).astype(np.float64)
     if values.max() - values.min() <= 2:  # a flat page (a drawing, a clean scan): nothing to fit
         return np.full(pixels.shape, values.mean(), np.float32), 0.0
-    ys = np.concatenate([np.zeros(width), np.full(width, height - 1), np.arange(height), np.arange(height)])
-    xs = np.concatenate([np.arange(width), np.arange(width), np.zeros(height), np.full(height, width - 1)])
-    design = np.stack([np.ones_like(xs), xs / width, ys / height], 1)
+    design, x_ramp, y_ramp = _border_design(height, width)
 
     def robust_sigma(residual: np.ndarray) -> float:
-        return 1.4826 * float(np.median(np.abs(residual)))
+        return 1.4826 * _median(np.abs(residual))
 
-    deviation = values - np.median(values)
+    deviation = values - _median(values)
     keep = np.abs(deviation) <= max(3 * robust_sigma(deviation), 2.0)  # at least half the border, by the median
     for _ in range(2):
         kept = design[keep]
-        coef = np.linalg.solve(kept.T @ kept + 1e-9 * np.eye(3), kept.T @ values[keep])  # least squares, 3 unknowns
+        coef = np.linalg.solve(kept.T @ kept + _RIDGE, kept.T @ values[keep])  # least squares, 3 unknowns
         residual = values - design @ coef
         spread = robust_sigma(residual[keep])
         closer = np.abs(residual) <= max(3 * spread, 2.0)
         if closer.sum() < len(values) // 4:
             break
         keep = closer
-    plane = coef[0] + coef[1] * np.arange(width)[None, :] / width + coef[2] * np.arange(height)[:, None] / height
+    plane = coef[0] + coef[1] * x_ramp / width + coef[2] * y_ramp / height
     return plane.astype(np.float32), spread
 
 
