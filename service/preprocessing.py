@@ -131,8 +131,8 @@ def letterbox(image: Image.Image, prep: Preprocessing) -> Fitted:
 
 @lru_cache(maxsize=16)
 def _border_design(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The plane's design matrix over the border pixels (in _border_pixels' order), and the x and y ramps
-    the fitted plane is drawn with: the same for every image of a size, so made once."""
+    """The plane's design matrix over the border pixels (in _border_plane's order: top, bottom, left, right
+    edge), and the x and y ramps the plane is drawn with: the same for every image of a size, so made once."""
     ys = np.concatenate([np.zeros(width), np.full(width, height - 1), np.arange(height), np.arange(height)])
     xs = np.concatenate([np.arange(width), np.arange(width), np.zeros(height), np.full(height, width - 1)])
     design = np.stack([np.ones_like(xs), xs / width, ys / height], 1)
