@@ -124,8 +124,10 @@ def _fit(image: Image.Image, width: int, height: int, fill: int | tuple[int, ...
 
 def letterbox(image: Image.Image, prep: Preprocessing) -> Fitted:
     """The whole image, aspect kept, fitted into content_size and padded with its own border colour."""
-    fill = tuple(int(v) for v in np.atleast_1d(_border_mean(np.asarray(image))).round())
     height, width = prep.content_size
+    if image.size == (width, height):  # already the model's size (the placed canvases): nothing to resize or pad
+        return Fitted(image, (1.0, 1.0), (0.0, 0.0))
+    fill = tuple(int(v) for v in np.atleast_1d(_border_mean(np.asarray(image))).round())
     return _fit(image, width, height, fill if len(fill) > 1 else fill[0])
 
 

@@ -104,6 +104,16 @@ def test_letterbox_keeps_aspect_and_pads_with_the_border_colour():
     assert prepared.scale == (64 / 200, 16 / 50) and prepared.offset == (0.0, 24.0)
 
 
+def test_an_image_of_the_models_size_goes_in_pixel_for_pixel():
+    """A canvas already 64×64 skips the resize-and-pad: the input is its exact pixels and the geometry the
+    identity, as the resize-and-pad would give, so heatmaps land on the same pixels."""
+    cam_net = Manifest.model_validate(manifest("cam_net"))
+    canvas = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    prepared = prepare(load(_png(canvas)), cam_net)
+    np.testing.assert_array_equal(prepared.batch[0], canvas.transpose(2, 0, 1) * np.float32(1 / 255))
+    assert prepared.scale == (1.0, 1.0) and prepared.offset == (0.0, 0.0)
+
+
 def test_every_shipped_kind_is_known_and_an_unknown_one_is_refused():
     data = manifest("lenet5")
     assert {Manifest.model_validate(manifest(name)).preprocessing.kind for name in ("lenet5", "cam_net")} <= set(KINDS)
