@@ -75,6 +75,19 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0 if all(shipped) else 1
 
 
+def _rescore(args: argparse.Namespace) -> int:
+    from .export import rescore_version
+
+    names = args.names or sorted(p.name for p in args.models_dir.iterdir() if p.is_dir())
+    for name in names:
+        for directory in sorted(p for p in (args.models_dir / name).iterdir() if (p / "manifest.json").exists()):
+            manifest = rescore_version(directory)
+            worst = max(score.ece for score in manifest.metrics.external.values())
+            print(f"{name} v{manifest.version}: temperature {manifest.calibration.temperature:.2f}, unsure below "
+                  f"{manifest.calibration.unsure_below:.3f}, worst external ECE {worst:.1%}", flush=True)
+    return 0
+
+
 def _examples(args: argparse.Namespace) -> int:
     """A few real test-split images for the README's curl commands (never seen in training)."""
     import numpy as np
@@ -160,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default="1", help="version directory (default 1)")
     p.add_argument("--models-dir", type=Path, default=MODELS)
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("rescore", help="score exported versions again (metrics, calibration, external sets) and "
+                                       "rewrite their manifests; the graphs are not touched")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models in the repository (default: all of them)")
+    p.add_argument("--models-dir", type=Path, default=MODELS)
+    p.set_defaults(func=_rescore)
 
     p = sub.add_parser("examples", help="write example images from the test split (for the README)")
     p.add_argument("--out", type=Path, default=Path("examples"))

@@ -1,8 +1,12 @@
 """Calibrated probabilities and the unsure judgement, fitted on validation only.
 
 - Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", 2017): one scalar T that
-  divides the logits, chosen to minimise the validation negative log-likelihood. It changes no ranking,
-  so accuracy is untouched; the service applies it from the manifest.
+  divides the logits. It changes no ranking, so accuracy is untouched; the service applies it from the
+  manifest. The paper picks T by validation negative log-likelihood; here T is the one with the lowest
+  validation ECE, the figure calibration is judged by. NLL lets a few confidently wrong answers (a
+  scrawled form scan, an int8 model's clipped activations) set T for everyone: fitted that way, most
+  shipped versions came out with a *higher* validation ECE than with no scaling at all (README,
+  "Calibrated probabilities").
 - Expected calibration error (ECE): the gap between confidence and accuracy, averaged over 15 equal-width
   confidence bins weighted by how many answers fall in each (the same paper's definition).
 - Unsure: an answer whose calibrated top probability is below a threshold. The threshold is the one on the
@@ -14,11 +18,13 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.metrics import roc_auc_score, roc_curve
 
 BINS = 15
+# The temperatures tried: 1 % apart from 0.05 to 20, and 1 (no scaling) itself, so that fitting never
+# leaves validation worse calibrated than the raw softmax.
+TEMPERATURES = np.union1d(np.geomspace(0.05, 20.0, 603), [1.0])
 
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -26,22 +32,17 @@ def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T in [0.05, 20] that minimises the negative log-likelihood of ``labels``."""
-    def nll(log_t: float) -> float:
-        return float(-log_softmax(logits.astype(np.float64) / np.exp(log_t), axis=1)[np.arange(len(labels)),
-                                                                                  labels].mean())
-    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded").x))
+    """The T of TEMPERATURES with the lowest expected calibration error on ``logits`` (the first, if tied)."""
+    errors = [expected_calibration_error(probabilities(logits, t), labels) for t in TEMPERATURES]
+    return float(TEMPERATURES[int(np.argmin(errors))])
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
     confidence, correct = probs.max(1), probs.argmax(1) == labels
     which = np.minimum((confidence * bins).astype(int), bins - 1)
-    gap = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            gap += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(gap)
+    # Per bin, |Σ correct − Σ confidence| / N is its share of answers times its accuracy-confidence gap.
+    gaps = np.bincount(which, correct, bins) - np.bincount(which, confidence, bins)
+    return float(np.abs(gaps).sum() / len(labels))
 
 
 def separation(confidence: np.ndarray, correct: np.ndarray) -> float | None:

@@ -282,6 +282,15 @@ def served_metrics(manifest: Manifest, graph: Path) -> tuple[Metrics, Calibratio
     return metrics, calibration
 
 
+def rescore_version(directory: Path) -> Manifest:
+    """An exported version's metrics and calibration written again by today's evaluation, its graphs
+    untouched: for when the scoring or calibration code changes, not the network."""
+    manifest = Manifest.model_validate_json((directory / "manifest.json").read_text())
+    manifest.metrics, manifest.calibration = served_metrics(manifest, directory / MODEL_FILE)
+    (directory / "manifest.json").write_text(manifest.model_dump_json(indent=1))
+    return manifest
+
+
 def _write_version(config: TrainConfig, model: CNN, report: dict[str, Any], images: torch.Tensor,
                    staging: Path, name: str, version: str) -> Manifest:
     """Graphs, checks and manifest into ``staging``; raises before anything is renamed into place."""

@@ -60,6 +60,7 @@ def tables(models_dir: Path) -> str:
                 source = versions[m.export.quantization.source_version]
                 int8.append([f"`{name}`", _pct(source.metrics.test_accuracy), _pct(m.metrics.test_accuracy),
                              *(_pct(m.metrics.external[s].accuracy) for s in DESCRIPTIONS),
+                             " / ".join(f"{m.metrics.external[s].ece * 100:.1f}" for s in DESCRIPTIONS),
                              f"{_size(models_dir / name / source.version / 'model.onnx')} → "
                              f"{_size(models_dir / name / version / 'model.onnx')}"])
     robust = []
@@ -83,9 +84,9 @@ def tables(models_dir: Path) -> str:
         "points, uncalibrated → calibrated, per set in the same order; AUROC: the lowest of the three:", "",
         *_table(["model", "test split", *(names[s] for s in DESCRIPTIONS), "ECE (before → after)", "unsure AUROC",
                  "temperature", "unsure below"], robust), "",
-        "int8 versions (version 2), the same sets:", "",
+        "int8 versions (version 2), the same sets, each with its own calibration:", "",
         *_table(["model", "float32 v1 test", "int8 v2 test", *(f"int8 {names[s]}" for s in DESCRIPTIONS),
-                 "model.onnx v1 → v2"], int8), "",
+                 "int8 ECE (calibrated)", "model.onnx v1 → v2"], int8), "",
         END,
     ]
     return "\n".join(lines)

@@ -34,6 +34,21 @@ def test_fit_temperature_recovers_the_true_temperature_and_fixes_calibration():
     assert np.array_equal(probabilities(logits, temperature).argmax(1), logits.argmax(1))
 
 
+def test_a_few_confidently_wrong_answers_do_not_set_the_temperature():
+    """Answers calibrated as they are, plus 2 % wrong with huge margins (the scrawl a model is sure of):
+    the negative log-likelihood would soften every answer for their sake; the ECE fit stays near 1 and
+    leaves the fitting set no worse calibrated than the raw softmax."""
+    logits, labels = _overconfident(temperature=1.0)
+    rng = np.random.default_rng(1)
+    wild = rng.choice(len(labels), len(labels) // 50, replace=False)
+    logits[wild] = 0.0
+    logits[wild, (labels[wild] + 1) % 10] = 40.0
+    temperature = fit_temperature(logits, labels)
+    assert abs(temperature - 1.0) < 0.15
+    assert expected_calibration_error(probabilities(logits, temperature), labels) <= \
+        expected_calibration_error(probabilities(logits), labels)
+
+
 def test_ece_is_the_weighted_confidence_accuracy_gap():
     probs = np.array([[0.9, 0.1]] * 10)
     labels = np.array([0] * 6 + [1] * 4)  # 90 % confident, 60 % right
