@@ -78,9 +78,13 @@ def _quantize(args: argparse.Namespace) -> int:
 def _rescore(args: argparse.Namespace) -> int:
     from .export import rescore_version
 
-    names = args.names or sorted(p.name for p in args.models_dir.iterdir() if p.is_dir())
-    for name in names:
-        for directory in sorted(p for p in (args.models_dir / name).iterdir() if (p / "manifest.json").exists()):
+    models = sorted(p.name for p in args.models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = sorted(set(args.names) - set(models))
+    if unknown:
+        raise SystemExit(f"no model {', '.join(unknown)} in {args.models_dir}; models: {', '.join(models)}")
+    for name in args.names or models:
+        versions = (p for p in (args.models_dir / name).iterdir() if not p.name.startswith("."))  # not staging
+        for directory in sorted(p for p in versions if (p / "manifest.json").exists()):
             manifest = rescore_version(directory)
             worst = max(score.ece for score in manifest.metrics.external.values())
             print(f"{name} v{manifest.version}: temperature {manifest.calibration.temperature:.2f}, unsure below "

@@ -4,6 +4,7 @@ manifest says what the service needs, and a bad export fails loudly."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,9 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.manifest import Manifest
-from tests.helpers import encode, upload
+from tests.helpers import MODELS, encode, upload
 from training import evaluate, export
+from training.__main__ import main
 from training.architectures import create_model
 from training.external import DESCRIPTIONS
 from training.summary import summarize
@@ -111,3 +113,22 @@ def test_a_fresh_export_is_served_through_the_repository(tiny_export, settings, 
 def test_parity_failure_fails_loudly():
     with pytest.raises(export.ExportError, match="logits"):
         export._verify("logits", np.zeros(3), np.array([0, 0, 1e-3]))
+
+
+def test_rescore_rewrites_a_stale_manifest_and_leaves_the_graphs(tmp_path):
+    """`training rescore` after the evaluation changed: the manifest is written again from the graph, which
+    is not touched; an unknown model name is refused."""
+    shutil.copytree(MODELS / "lenet5" / "1", tmp_path / "lenet5" / "1")
+    path, graph = tmp_path / "lenet5" / "1" / "manifest.json", tmp_path / "lenet5" / "1" / "model.onnx"
+    shipped, graph_bytes = Manifest.model_validate_json(path.read_text()), graph.read_bytes()
+    stale = shipped.model_copy(deep=True)
+    assert stale.calibration is not None
+    stale.calibration.temperature, stale.calibration.unsure_below = 5.0, 0.5
+    stale.metrics.external["sklearn_digits"].ece = 0.5
+    path.write_text(stale.model_dump_json())
+
+    assert main(["rescore", "lenet5", "--models-dir", str(tmp_path)]) == 0
+    assert Manifest.model_validate_json(path.read_text()) == shipped
+    assert graph.read_bytes() == graph_bytes
+    with pytest.raises(SystemExit, match="no model nosuch"):
+        main(["rescore", "nosuch", "--models-dir", str(tmp_path)])
