@@ -3,6 +3,7 @@ serving. Training's export builds a :class:`Manifest` and writes it; the service
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, JsonValue, field_validator
@@ -167,6 +168,12 @@ class ModelConfig(BaseModel):
 
 
 MODEL_FILE = "model.onnx"
+
+
+def version_manifests(root: Path) -> list[Path]:
+    """Every ``<name>/<version>/manifest.json`` under a model repository, sorted; a hidden version directory
+    is an export still being written (``.2.partial``), never a version."""
+    return [path for path in sorted(root.glob("*/*/manifest.json")) if not path.parent.name.startswith(".")]
 
 
 class Manifest(BaseModel):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import ModelNotFound
-from .manifest import Manifest, ModelConfig
+from .manifest import Manifest, ModelConfig, version_manifests
 from .settings import Settings
 from .worker.explain import methods_for
 from .worker.protocol import Key, Loaded, Started, Version
@@ -90,9 +90,8 @@ class ModelRepository:
         if not root.is_dir():
             self._problem("the model directory does not exist", f"model directory {root} does not exist", blocking=True)
             return
-        for manifest_path in sorted(root.glob("*/*/manifest.json")):
-            if not manifest_path.parent.name.startswith("."):  # an export still being written
-                self._load(manifest_path)
+        for manifest_path in version_manifests(root):
+            self._load(manifest_path)
         if not self.models:
             self._problem("no models found in the model directory", f"no models found under {root}", blocking=True)
         for name in self.models:

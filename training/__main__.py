@@ -76,19 +76,22 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _rescore(args: argparse.Namespace) -> int:
+    from service.manifest import version_manifests
+
     from .export import rescore_version
 
-    models = sorted(p.name for p in args.models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = version_manifests(args.models_dir)
+    models = sorted({path.parent.parent.name for path in found})
     unknown = sorted(set(args.names) - set(models))
     if unknown:
         raise SystemExit(f"no model {', '.join(unknown)} in {args.models_dir}; models: {', '.join(models)}")
-    for name in args.names or models:
-        versions = (p for p in (args.models_dir / name).iterdir() if not p.name.startswith("."))  # not staging
-        for directory in sorted(p for p in versions if (p / "manifest.json").exists()):
-            manifest = rescore_version(directory)
-            worst = max(score.ece for score in manifest.metrics.external.values())
-            print(f"{name} v{manifest.version}: temperature {manifest.calibration.temperature:.2f}, unsure below "
-                  f"{manifest.calibration.unsure_below:.3f}, worst external ECE {worst:.1%}", flush=True)
+    for path in found:
+        if args.names and path.parent.parent.name not in args.names:
+            continue
+        manifest = rescore_version(path.parent)
+        worst = max(score.ece for score in manifest.metrics.external.values())
+        print(f"{manifest.name} v{manifest.version}: temperature {manifest.calibration.temperature:.2f}, unsure "
+              f"below {manifest.calibration.unsure_below:.3f}, worst external ECE {worst:.1%}", flush=True)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.manifest import Manifest
+from service.manifest import Manifest, version_manifests
 from service.worker.explain import METHODS, methods_for
 
 from .external import DESCRIPTIONS
@@ -16,7 +16,7 @@ END = "<!-- end of model tables -->"
 
 def _manifests(models_dir: Path) -> dict[str, dict[str, Manifest]]:
     found: dict[str, dict[str, Manifest]] = {}
-    for path in sorted(models_dir.glob("*/*/manifest.json")):
+    for path in version_manifests(models_dir):
         manifest = Manifest.model_validate_json(path.read_text())
         found.setdefault(manifest.name, {})[manifest.version] = manifest
     return found
