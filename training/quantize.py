@@ -84,17 +84,18 @@ def quantize_version(models_dir: Path, name: str, source: str = "1", version: st
 def _first_that_keeps_the_accuracy(manifest: Manifest, prepared: Path, staging: Path, version: str,
                                    calibration: np.ndarray) -> Manifest:
     """The int8 model quantized with each of RANGES in turn into ``staging``, until one keeps the accuracy."""
-    rejected: QuantizationRejected | None = None
-    for ranges, (method, options) in RANGES.items():
+    tries = list(RANGES.items())
+    for number, (ranges, (method, options)) in enumerate(tries, 1):
         quantize_static(str(prepared), str(staging / MODEL_FILE), _Calibration(calibration),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=True, calibrate_method=method, extra_options=options)
         try:
             return _check_and_describe(manifest, staging, version, len(calibration), ranges)
         except QuantizationRejected as exc:  # the next ranges overwrite this model
-            rejected = exc
-    assert rejected is not None
-    raise rejected
+            if number == len(tries):
+                raise
+            print(f"{exc} with {ranges} ranges; trying {tries[number][0]} ranges", flush=True)
+    raise AssertionError("RANGES is empty")
 
 
 def _check_and_describe(manifest: Manifest, staging: Path, version: str, calibrated_on: int,

@@ -54,8 +54,7 @@ PRINTED_TARGET, FULL_FRAME_TARGET, ECE_TARGET, AUROC_TARGET = 0.97, 0.95, 0.03, 
 SHORTFALLS: dict[tuple[str, str, str], dict[str, float]] = {
     ("mnist_cnn_b", "1", "sklearn_digits"): {"accuracy": 0.91},
     ("mnist_cnn_b", "2", "sklearn_digits"): {"accuracy": 0.91},
-    ("cam_net", "1", "mnist_full_frame"): {"ece": 0.035},
-    ("cam_net", "2", "mnist_full_frame"): {"accuracy": 0.945, "ece": 0.034},
+    ("cam_net", "2", "mnist_full_frame"): {"accuracy": 0.945},
 }
 
 
