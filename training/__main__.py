@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,24 +48,35 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    from .zoo import build
+    from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
+    from .train import store_training_scenes
+    from .zoo import build, shared_scenes
 
     names = args.names or list(RECIPES)
     unknown = sorted(set(names) - set(RECIPES))
     if unknown:
         raise SystemExit(f"no recipe for: {', '.join(unknown)}; recipes: {', '.join(RECIPES)}")
-    args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})  # picklable for the jobs
-    if args.jobs == 1:
-        for name in names:
-            build(name, args)
-        return 0
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    # Longest first, so the last job to start is a short one; each process trains with one thread.
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        for future in [pool.submit(build, name, args) for name in names]:
-            future.result()
+    shared = [] if args.skip_train else list(shared_scenes(names).values())
+    RUNS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".scenes-", dir=RUNS) as scratch:
+        cache = Path(scratch)
+        # picklable for the jobs
+        args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"}, scene_cache=cache)
+        # One job: in this process. More: each in its own process, training with one thread.
+        pool: Executor = (ThreadPoolExecutor(1) if args.jobs == 1
+                          else ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")))
+        with pool:
+            drawn = [pool.submit(store_training_scenes, config, variant, cache) for config, variant in shared]
+            for future in tqdm(as_completed(drawn), total=len(drawn), unit="epoch",
+                               desc="drawing the training scenes several models share"):
+                future.result()
+            # Longest first, so the last job to start is a short one.
+            for future in [pool.submit(build, name, args) for name in names]:
+                future.result()
     return 0
 
 

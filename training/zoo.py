@@ -4,10 +4,12 @@ jobs, each a spawned process, can import it)."""
 from __future__ import annotations
 
 import argparse
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
 from .recipes import RECIPES
+from .train import TrainConfig, scene_file, train
 
 RUNS = Path("runs")
 
@@ -15,17 +17,28 @@ RUNS = Path("runs")
 def build(name: str, args: argparse.Namespace) -> None:
     """Train (unless --skip-train), export and quantize one shipped model."""
     from .export import export_run
-    from .train import train
 
     config = replace(RECIPES[name], threads=args.threads or (1 if args.jobs > 1 else 0))
     if not args.skip_train:
-        train(config, RUNS / name, bars=args.jobs == 1)  # parallel jobs: epoch lines only
+        train(config, RUNS / name, bars=args.jobs == 1, scene_cache=args.scene_cache)  # parallel jobs: epoch lines only
     manifest = export_run(RUNS / name, args.models_dir, name=name, version=args.version)
     external = ", ".join(f"{set_name} {score.accuracy:.1%}" for set_name, score in manifest.metrics.external.items())
     print(f"{name}: test accuracy {manifest.metrics.test_accuracy:.2%}; external: {external} "
           f"→ {args.models_dir}/{name}/{args.version}/", flush=True)
     if args.int8_version:
         quantize_one(args.models_dir, name, args.version, args.int8_version)
+
+
+def shared_scenes(names: list[str]) -> dict[str, tuple[TrainConfig, int]]:
+    """The training epochs' scenes that more than one of ``names`` trains on, by file name (scene_file), each
+    with a recipe and variant that draws it."""
+    wanted: dict[str, list[tuple[TrainConfig, int]]] = defaultdict(list)
+    for name in names:
+        config = RECIPES[name]
+        if config.augment:
+            for variant in (0, *range(2, config.epochs + 1)):  # epoch 1 trains on variant 0, epoch k on k
+                wanted[scene_file(config, variant)].append((config, variant))
+    return {file: users[0] for file, users in wanted.items() if len(users) > 1}
 
 
 def quantize_one(models_dir: Path, name: str, source: str, version: str) -> bool:

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from training.architectures import create_model
 from training.data import PREPROCESSING, mnist_digits
-from training.train import TrainConfig, cam_box_loss, to_input, train
+from training.train import TrainConfig, cam_box_loss, store_training_scenes, to_input, train
+from training.zoo import shared_scenes
 
 
 def test_one_epoch_on_a_slice_lowers_the_loss(tmp_path):
@@ -57,3 +58,22 @@ def test_box_loss_is_low_when_the_cam_is_on_the_box_and_high_when_it_is_off():
 def test_box_attention_needs_a_gap_net_on_placed_digits():
     with pytest.raises(ValueError, match="box-attention"):
         train(TrainConfig("lenet5", "mnist", epochs=1, box_attention=1.0), None, progress=False)
+
+
+def test_the_zoo_draws_once_only_the_scenes_several_models_train_on():
+    # lenet5 (40 epochs) and mnist_cnn_a (30) train on the same MNIST scenes: variant 0 (epoch 1), 2..30.
+    shared = shared_scenes(["lenet5", "mnist_cnn_a"])
+    assert sorted(variant for _, variant in shared.values()) == [0, *range(2, 31)]
+    assert shared_scenes(["lenet5", "resnet_small"]) == {}  # gray and RGB scenes differ
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_stored_scenes_is_the_model_trained_on_freshly_drawn_ones(tmp_path):
+    config = TrainConfig("mnist_cnn_a", "mnist", epochs=2, batch_size=64, limit=320, threads=1)
+    for variant in (0, 2):  # epochs 1 and 2
+        store_training_scenes(config, variant, tmp_path)
+    stored = train(config, None, progress=False, scene_cache=tmp_path)
+    drawn = train(config, None, progress=False)
+    assert stored.history == drawn.history
+    for name, weights in drawn.model.state_dict().items():
+        assert torch.equal(stored.model.state_dict()[name], weights), name
