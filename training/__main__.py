@@ -71,7 +71,7 @@ def _zoo(args: argparse.Namespace) -> int:
                           else ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")))
         with pool:
             drawn = [pool.submit(store_training_scenes, config, variant, cache) for config, variant in shared]
-            for future in tqdm(as_completed(drawn), total=len(drawn), unit="epoch",
+            for future in tqdm(as_completed(drawn), total=len(drawn), unit="epoch", disable=not drawn,
                                desc="drawing the training scenes several models share"):
                 future.result()
             # Longest first, so the last job to start is a short one.

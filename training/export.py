@@ -152,6 +152,10 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
             # breaks "one initializer per parameter". ONNX Runtime optimises the graph when it loads it.
             optimize=False,
         )
+    # The exporter notes each node's Python stack trace, with this checkout's absolute paths: dropped, so
+    # that the same weights give the same bytes wherever the repository was cloned.
+    for node in program.model.graph.all_nodes():
+        node.metadata_props.pop("pkg.torch.onnx.stack_trace", None)
     program.save(str(path), external_data=False)
 
 

@@ -35,7 +35,9 @@ def test_shipped_model_reaches_its_recorded_accuracy(name, version):
     m = manifest(name, version)
     directory = MODELS / name / version
     for file, entry in m["files"].items():
-        assert hashlib.sha256((directory / file).read_bytes()).hexdigest() == entry["sha256"]
+        graph = (directory / file).read_bytes()
+        assert hashlib.sha256(graph).hexdigest() == entry["sha256"]
+        assert b"pkg.torch.onnx.stack_trace" not in graph  # no exporter's paths: `make models` rebuilds these bytes
     assert stored_parameter_count(directory / "model.onnx") == m["summary"]["total_params"]
     assert m["metrics"]["test_accuracy"] >= FLOORS.get(name, RGB_FLOOR)
 
@@ -52,8 +54,8 @@ PRINTED_TARGET, FULL_FRAME_TARGET, ECE_TARGET, AUROC_TARGET = 0.97, 0.95, 0.03, 
 # Where the shipped zoo falls short of a target, the floor it does hold, so that a retrain cannot quietly
 # get worse (README "Robustness" and the note give the figures): (model, version, set) → floors.
 SHORTFALLS: dict[tuple[str, str, str], dict[str, float]] = {
-    ("mnist_cnn_b", "1", "sklearn_digits"): {"accuracy": 0.91},
-    ("mnist_cnn_b", "2", "sklearn_digits"): {"accuracy": 0.91},
+    ("mnist_cnn_b", "1", "sklearn_digits"): {"accuracy": 0.92},
+    ("mnist_cnn_b", "2", "sklearn_digits"): {"accuracy": 0.92},
     ("cam_net", "2", "mnist_full_frame"): {"accuracy": 0.945},
 }
 

@@ -34,6 +34,9 @@ def test_export_round_trip(tmp_path, arch):
     diffs = export.export_model(model, tmp_path, images)
     assert max(diffs.values()) <= export.TOLERANCE
     assert export.stored_parameter_count(tmp_path / "model.onnx") == summarize(model)["total_params"]
+    # Nothing in the graphs names the checkout they were exported from.
+    root = str(Path(export.__file__).resolve().parent.parent).encode()
+    assert all(root not in (tmp_path / graph).read_bytes() for graph in ("model.onnx", "gradcam.onnx"))
 
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["logits", "features"]
