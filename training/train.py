@@ -87,6 +87,12 @@ def to_input(images: np.ndarray, prep: Preprocessing, spec: InputSpec) -> torch.
     return torch.from_numpy(normalise(fitted(images, prep), prep, (spec.height, spec.width)))
 
 
+def scene_variant(epoch: int) -> int:
+    """The scenes an epoch trains on: epoch 1 the split's own draw (variant 0, which int8 calibration also
+    reads), epoch k its own variant k."""
+    return 0 if epoch == 1 else epoch
+
+
 def scene_file(config: TrainConfig, variant: int) -> str:
     """What an epoch's training scenes depend on — the dataset, seed, variant and mixture, not the model —
     as a file name: models whose scenes share it train on the very same images."""
@@ -182,7 +188,7 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
         x = torch.from_numpy(normalise(pixels[keep], prep, (spec.height, spec.width)))
         return x, torch.from_numpy(labels[keep]), None if boxes is None else torch.from_numpy(boxes[keep])
 
-    x_train, y_train, train_boxes = tensors("train")
+    x_train, y_train, train_boxes = tensors("train", scene_variant(1))
     x_val, y_val, _ = tensors("val")
     x_test, y_test, _ = tensors("test")
 
@@ -194,7 +200,7 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         if config.augment and epoch > 1:
-            x_train, y_train, train_boxes = tensors("train", variant=epoch)
+            x_train, y_train, train_boxes = tensors("train", scene_variant(epoch))
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
         seen = correct = 0

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .recipes import RECIPES
-from .train import TrainConfig, scene_file, train
+from .train import TrainConfig, scene_file, scene_variant, train
 
 RUNS = Path("runs")
 
@@ -36,7 +36,7 @@ def shared_scenes(names: list[str]) -> dict[str, tuple[TrainConfig, int]]:
     for name in names:
         config = RECIPES[name]
         if config.augment:
-            for variant in (0, *range(2, config.epochs + 1)):  # epoch 1 trains on variant 0, epoch k on k
+            for variant in map(scene_variant, range(1, config.epochs + 1)):
                 wanted[scene_file(config, variant)].append((config, variant))
     return {file: users[0] for file, users in wanted.items() if len(users) > 1}
 
