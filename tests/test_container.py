@@ -1,7 +1,7 @@
 """The real container: build the image, `compose up`, classify a real image, read a summary, `down`.
 
-Runs where podman and podman-compose exist (``make test`` sets them up with
-``../shared/containers/podman-setup`` on the development machines, which have no Docker engine).
+Runs where podman and podman-compose exist (``make test`` sets them up through ``make container-runtime``
+on the development machines, which have no Docker engine).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.helpers import ROOT, free_port, wait_until_ready
 pytestmark = [
     pytest.mark.container,
     pytest.mark.skipif(not (shutil.which("podman") and shutil.which("podman-compose")),
-                       reason="podman and podman-compose are not installed (run ../shared/containers/podman-setup)"),
+                       reason="podman and podman-compose are not installed (install them: make container-runtime)"),
 ]
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE_IMAGE = "docker.io/library/python:3.11-slim"
