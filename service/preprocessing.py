@@ -70,10 +70,10 @@ def decode(image: Image.Image, longest: int) -> Image.Image:
     try:
         image.seek(0)  # animated GIF / WebP: the first frame
         image.load()
-        upright = ImageOps.exif_transpose(image)
-        if max(upright.size) > longest:
-            upright.thumbnail((longest, longest), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return upright
+        ImageOps.exif_transpose(image, in_place=True)  # not in place, it copies every upright image
+        if max(image.size) > longest:
+            image.thumbnail((longest, longest), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        return image
     except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError… for broken files
         name = ACCEPTED_FORMATS.get(str(image.format), "image")
         raise InvalidImage(f"the {name} file could not be decoded (truncated or corrupt): {exc}") from None
@@ -82,7 +82,7 @@ def decode(image: Image.Image, longest: int) -> Image.Image:
 class Fitted(NamedTuple):
     """A decoded image fitted into the model's content size, and where it went (model = image·scale + offset)."""
 
-    content: Image.Image
+    content: np.ndarray  # uint8, H×W (gray) or H×W×3 (RGB)
     scale: tuple[float, float]
     offset: tuple[float, float]
     inverted: bool = False
@@ -119,14 +119,14 @@ def _fit(image: Image.Image, width: int, height: int, fill: int | tuple[int, ...
     canvas = Image.new(image.mode, (width, height), fill)
     x0, y0 = (width - new_w) // 2, (height - new_h) // 2
     canvas.paste(image.resize((new_w, new_h), Image.Resampling.BILINEAR), (x0, y0))
-    return Fitted(canvas, (new_w / image.width, new_h / image.height), (float(x0), float(y0)))
+    return Fitted(np.asarray(canvas), (new_w / image.width, new_h / image.height), (float(x0), float(y0)))
 
 
 def letterbox(image: Image.Image, prep: Preprocessing) -> Fitted:
     """The whole image, aspect kept, fitted into content_size and padded with its own border colour."""
     height, width = prep.content_size
     if image.size == (width, height):  # already the model's size (the placed canvases): nothing to resize or pad
-        return Fitted(image, (1.0, 1.0), (0.0, 0.0))
+        return Fitted(np.asarray(image), (1.0, 1.0), (0.0, 0.0))
     fill = tuple(int(v) for v in np.atleast_1d(_border_mean(np.asarray(image))).round())
     return _fit(image, width, height, fill if len(fill) > 1 else fill[0])
 
@@ -159,7 +159,8 @@ def _border_plane(pixels: np.ndarray) -> tuple[np.ndarray, float]:
     height, width = pixels.shape
     values = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).astype(np.float64)
     if values.max() - values.min() <= 2:  # a flat page (a drawing, a clean scan): nothing to fit
-        return np.full(pixels.shape, values.mean(), np.float32), 0.0
+        # np.mean's bits without its overhead; a 0-d plane broadcasts over the image
+        return np.asarray(values.sum() / values.size, np.float32), 0.0
     design, x_ramp, y_ramp = _border_design(height, width)
 
     def robust_sigma(residual: np.ndarray) -> float:
@@ -185,9 +186,9 @@ def _settled(mask: np.ndarray) -> np.ndarray:
     height, width = mask.shape
     padded = np.zeros((height + 2, width + 2), np.uint8)  # np.pad costs ten times this slice assignment
     padded[1:-1, 1:-1] = mask
-    neighbours = sum(padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
-                     for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
-    return mask & (neighbours >= 2)
+    rows = padded[:-2] + padded[1:-1] + padded[2:]  # the 3×3 box sum, as two 3-tap sums
+    box: np.ndarray = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+    return mask & (box >= 3)  # a marked pixel's box counts itself too
 
 
 def mnist_centred(gray: Image.Image, prep: Preprocessing) -> Fitted:
@@ -201,26 +202,35 @@ def mnist_centred(gray: Image.Image, prep: Preprocessing) -> Fitted:
     strong = residual[np.abs(residual) > floor]
     # Dark ink on a lighter page: the strong departures from the page are mostly darker than it.
     inverted = bool(strong.sum() < 0) if strong.size else float(plane.mean()) > LIGHT_BACKGROUND
-    ink = np.clip((-residual if inverted else residual) - floor, 0, None)
+    ink = np.maximum((-residual if inverted else residual) - floor, 0)
     peak = float(ink.max())
     ys, xs = np.nonzero(_settled(ink > 0.2 * peak))
     if peak < 2 * noise + 4 or not len(ys):  # blank, or only specks of grain: nothing to centre
         blank = _fit(Image.fromarray(np.zeros(pixels.shape, np.uint8)), MNIST_CANVAS, MNIST_CANVAS, 0)
         return blank._replace(inverted=inverted)
     ink *= 255 / peak
-    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    x0, y0, x1, y1 = xs.min(), ys[0], xs.max() + 1, ys[-1] + 1  # nonzero lists rows in order
     ratio = MNIST_BOX / max(x1 - x0, y1 - y0)
     new_w, new_h = max(1, round((x1 - x0) * ratio)), max(1, round((y1 - y0) * ratio))
-    digit = Image.fromarray(ink[y0:y1, x0:x1].astype(np.uint8)).resize((new_w, new_h), Image.Resampling.LANCZOS)
-    weights = np.asarray(digit, np.float64)
+    digit = np.asarray(Image.fromarray(ink[y0:y1, x0:x1].astype(np.uint8))
+                       .resize((new_w, new_h), Image.Resampling.LANCZOS))
+    weights = digit.astype(np.float64)
     total = weights.sum() or 1.0
     com_y = (weights.sum(axis=1) @ np.arange(new_h)) / total
     com_x = (weights.sum(axis=0) @ np.arange(new_w)) / total
     px, py = round(MNIST_CANVAS / 2 - 0.5 - com_x), round(MNIST_CANVAS / 2 - 0.5 - com_y)
-    canvas = Image.new("L", (MNIST_CANVAS, MNIST_CANVAS), 0)
-    canvas.paste(digit, (px, py))
     scale = (new_w / (x1 - x0), new_h / (y1 - y0))
-    return Fitted(canvas, scale, (px - x0 * scale[0], py - y0 * scale[1]), inverted)
+    return Fitted(_placed(digit, px, py, MNIST_CANVAS), scale, (px - x0 * scale[0], py - y0 * scale[1]), inverted)
+
+
+def _placed(tile: np.ndarray, x: int, y: int, size: int) -> np.ndarray:
+    """``tile`` with its top-left corner at (x, y) on a black size × size canvas, cut off at the edges."""
+    canvas = np.zeros((size, size), np.uint8)
+    left, top = max(x, 0), max(y, 0)
+    right, bottom = min(x + tile.shape[1], size), min(y + tile.shape[0], size)
+    if right > left and bottom > top:
+        canvas[top:bottom, left:right] = tile[top - y:bottom - y, left - x:right - x]
+    return canvas
 
 
 KINDS: dict[str, Callable[[Image.Image, Preprocessing], Fitted]] = {
@@ -257,8 +267,8 @@ def prepare(image: Image.Image, manifest: Manifest) -> Prepared:
     spec, prep = manifest.input, manifest.preprocessing
     page = _flatten_alpha(image)
     fitted = fit(page, prep)
-    content = fitted.content
-    pixels = np.asarray(content).reshape(1, content.height, content.width, spec.channels).transpose(0, 3, 1, 2)
-    y0, x0 = (spec.height - content.height) // 2, (spec.width - content.width) // 2
+    height, width = fitted.content.shape[:2]
+    pixels = fitted.content.reshape(1, height, width, spec.channels).transpose(0, 3, 1, 2)
+    y0, x0 = (spec.height - height) // 2, (spec.width - width) // 2
     offset = (fitted.offset[0] + x0, fitted.offset[1] + y0)
     return Prepared(normalise(pixels, prep, (spec.height, spec.width)), page, fitted.scale, offset, fitted.inverted)

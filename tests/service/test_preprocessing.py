@@ -11,7 +11,7 @@ from PIL import Image
 
 from service.errors import InvalidImage, PayloadTooLarge, UnsupportedImage
 from service.manifest import Manifest
-from service.preprocessing import KINDS, _median, decode, normalise, open_image, plan_decode, prepare
+from service.preprocessing import KINDS, _median, _placed, _settled, decode, normalise, open_image, plan_decode, prepare
 from tests.helpers import encode, manifest, png_chunk, png_declaring
 
 
@@ -163,3 +163,22 @@ def test_the_page_fits_median_is_numpys_to_the_bit(count):
     rng = np.random.default_rng(count)
     for values in (rng.normal(128, 40, count), rng.integers(0, 256, count).astype(np.float64)):
         assert _median(values) == float(np.median(values))
+
+
+def test_the_speck_filter_keeps_pixels_with_two_marked_neighbours():
+    """The filter's box sum must count exactly the eight neighbours, at the edges too."""
+    rng = np.random.default_rng(3)
+    for density in (0.05, 0.3, 0.7):
+        mask = rng.random((23, 31)) < density
+        padded = np.pad(mask, 1).astype(int)
+        neighbours = sum(np.roll(np.roll(padded, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                         if dy or dx)[1:-1, 1:-1]
+        np.testing.assert_array_equal(_settled(mask), mask & (neighbours >= 2))
+
+
+@pytest.mark.parametrize("x, y", [(4, 4), (-3, 2), (2, -5), (15, 20), (27, 27), (30, 0), (-20, -20)])
+def test_a_digit_placed_over_the_canvas_edge_is_cut_off_as_pillow_pastes_it(x, y):
+    tile = np.random.default_rng([x + 50, y + 50]).integers(1, 256, (20, 17), dtype=np.uint8)
+    canvas = Image.new("L", (28, 28), 0)
+    canvas.paste(Image.fromarray(tile), (x, y))
+    np.testing.assert_array_equal(_placed(tile, x, y, 28), np.asarray(canvas))

@@ -90,14 +90,14 @@ def test_kills_under_load_cost_only_the_jobs_in_flight(settings, loop):
 
 def test_a_job_over_the_time_limit_answers_503_and_its_worker_is_replaced(settings):
     """What a job in flight gets when its worker is lost: 503 and a retry, never a hang. The job: a
-    6,000 × 6,000 image (36 MP, under the pixel limit; a 35 KB PNG), which a heavy worker takes well over
-    0.1 s to decode."""
+    6,000 × 6,000 RGB image (36 MP, under the pixel limit; a 120 KB PNG), which a heavy worker takes about
+    0.3 s to decode."""
     impatient = settings.model_copy(update={"default_model": "lenet5", "worker_timeout_s": 0.1})
     with TestClient(create_app(impatient)) as client:
         heavy = client.app.state.engine.heavy
         [pid] = heavy.pids
         started = time.monotonic()
-        response = client.post("/predict", files=upload(large_png(6000, 6000)))
+        response = client.post("/predict", files=upload(large_png(6000, 6000, "RGB")))
         assert response.status_code == 503 and response.headers["Retry-After"] == "1"
         assert "restarted, retry" in response.json()["detail"] and time.monotonic() - started < 30
         wait_for(lambda: replaced(heavy, pid), 5)
