@@ -244,15 +244,26 @@ def normalise(pixels: np.ndarray, prep: Preprocessing, size: tuple[int, int]) ->
     centred and zero-padded around (LeNet-5's 32×32 around a 28×28 digit), the padding normalised alike.
     Training feeds its tensors through this too."""
     n, channels, height, width = pixels.shape
-    std = np.asarray(prep.std, np.float32)[:, None, None]
-    shift = np.asarray(prep.mean, np.float32)[:, None, None] / std
+    gain, shift, padding = _gain_and_shift(prep.scale, tuple(prep.mean), tuple(prep.std))
     batch = np.empty((n, channels, *size), np.float32)
-    batch[:] = -shift
+    batch[:] = padding
     y0, x0 = (size[0] - height) // 2, (size[1] - width) // 2
     place = batch[:, :, y0:y0 + height, x0:x0 + width]
-    np.multiply(pixels, np.float32(prep.scale) / std, out=place)  # straight from the 8-bit pixels
+    np.multiply(pixels, gain, out=place)  # straight from the 8-bit pixels
     place -= shift
     return batch
+
+
+@lru_cache(maxsize=16)
+def _gain_and_shift(scale: float, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, ...]:
+    """Per channel (C×1×1 float32) ``scale / std``, ``mean / std`` and the padding's value ``-mean / std``:
+    the same for every image a model gets, so made once."""
+    deviation = np.asarray(std, np.float32)[:, None, None]
+    shift = np.asarray(mean, np.float32)[:, None, None] / deviation
+    constants = np.float32(scale) / deviation, shift, -shift
+    for array in constants:
+        array.flags.writeable = False
+    return constants
 
 
 def fit(page: Image.Image, prep: Preprocessing) -> Fitted:
