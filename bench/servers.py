@@ -16,10 +16,24 @@ from bench.load import load
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
+def free_port(span: int = 1) -> int:
+    """A free loopback port, and the ``span - 1`` ports after it free too (TorchServe listens on three in a
+    row; the one after a free port may be a client's ephemeral port)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if all(_bindable(port + offset) for offset in range(1, span)):
+            return port
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def process_tree(pid: int) -> list[int]:

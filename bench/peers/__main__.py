@@ -204,7 +204,7 @@ def start(name: str, model_dir: Path, work: Path, constant: bool) -> tuple[Serve
     venv = environment(name, peer)
     port, store = None, work / f"store-{name}-{int(constant)}"
     if name == "torchserve":
-        port = free_port()
+        port = free_port(span=3)  # inference, management and metrics (torchserve_config)
         shutil.rmtree(store, ignore_errors=True)
         torchserve_store(model_dir, store)
         torchserve_config(store, port)
@@ -254,6 +254,7 @@ def main() -> None:
                                             "results": measure(server, path, image, body, args, args.concurrency)})
                 finally:
                     server.stop()
+                args.out.write_text(json.dumps(report, indent=2))  # a run cut short keeps what it measured
             for name in ["bare", "cnn-serve", *args.peers]:
                 print(f"{model}: {name} constant-answer ceiling", flush=True)
                 server, path, encoding = start(name, model_dir, work, constant=True)
@@ -263,7 +264,7 @@ def main() -> None:
                     entry["ceilings"][name] = measure(server, path, image, body, args, [16])["16"]
                 finally:
                     server.stop()
-            args.out.write_text(json.dumps(report, indent=2))
+                args.out.write_text(json.dumps(report, indent=2))
     print_summary(report)
     print(f"results: {args.out}")
 
