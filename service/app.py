@@ -15,7 +15,7 @@ from .heap import freeze_startup_objects
 from .http_errors import install_error_handlers
 from .logs import configure_logging
 from .metrics import Metrics
-from .middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from .middleware import AccessMiddleware, BodyLimitMiddleware, DirectRoutes, RequestIdMiddleware
 from .openapi import complete_schema
 from .repository import ModelRepository
 from .routes import cam, health, models, page, predict, v2
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.draining = False  # set by the server when it starts shutting down: /readyz turns 503
     install_error_handlers(app)
+    app.add_middleware(DirectRoutes, routes=predict.router.routes)  # added first: innermost
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_upload_bytes)
     keys = load_keys(settings)
     if keys:

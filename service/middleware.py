@@ -6,6 +6,8 @@
   hangs up mid-request is counted as 499, not as a server error.
 - BodyLimitMiddleware: a body over the limit gets 413 before it is read (or as it streams in), and the
   connection is closed rather than drained.
+- DirectRoutes (innermost): the hot routes (``POST /predict``) served straight to their endpoint, past
+  Starlette's router and FastAPI's per-request machinery.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 
-from starlette.requests import ClientDisconnect
+from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import PayloadTooLarge
@@ -134,3 +140,41 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class DirectRoutes:
+    """POST routes whose endpoint takes the bare Request and returns a Response, called from here: past
+    FastAPI's exception middleware, exit stack, router and dependency solving, which cost 0.04 ms of the
+    server's CPU a request (a constant-answer route: 0.093 ms through FastAPI, 0.050 from a middleware).
+    Each route stays declared on its router — one endpoint, and the OpenAPI schema — and its errors go
+    through the app's own exception handlers, as they would there."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes: dict[str, APIRoute] = {}
+        for route in routes:
+            if not isinstance(route, APIRoute):
+                raise ValueError(f"{route}: a direct route is a FastAPI APIRoute")
+            dependant = route.dependant
+            takes = (dependant.path_params, dependant.query_params, dependant.header_params,
+                     dependant.cookie_params, dependant.body_params, dependant.dependencies)
+            if route.methods != {"POST"} or any(takes) or not dependant.request_param_name:
+                raise ValueError(f"{route.path}: a direct route is a POST whose endpoint takes only the Request")
+            self.routes[route.path] = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = route  # the access log's and the metrics' route label
+        request = Request(scope, receive, send)
+        try:
+            response: Response = await route.endpoint(request)
+        except Exception as exc:
+            handler = next((scope["app"].exception_handlers[kind] for kind in type(exc).__mro__
+                            if kind in scope["app"].exception_handlers), None)
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        await response(scope, receive, send)
