@@ -116,10 +116,10 @@ def _fit(image: Image.Image, width: int, height: int, fill: int | tuple[int, ...
     """Resize keeping the aspect ratio to fit width × height, centre it, pad with ``fill``."""
     ratio = min(width / image.width, height / image.height)
     new_w, new_h = max(1, round(image.width * ratio)), max(1, round(image.height * ratio))
-    canvas = Image.new(image.mode, (width, height), fill)
     x0, y0 = (width - new_w) // 2, (height - new_h) // 2
-    canvas.paste(image.resize((new_w, new_h), Image.Resampling.BILINEAR), (x0, y0))
-    return Fitted(np.asarray(canvas), (new_w / image.width, new_h / image.height), (float(x0), float(y0)))
+    resized = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR))
+    return Fitted(_placed(resized, x0, y0, (height, width), fill), (new_w / image.width, new_h / image.height),
+                  (float(x0), float(y0)))
 
 
 def letterbox(image: Image.Image, prep: Preprocessing) -> Fitted:
@@ -220,14 +220,18 @@ def mnist_centred(gray: Image.Image, prep: Preprocessing) -> Fitted:
     com_x = (weights.sum(axis=0) @ np.arange(new_w)) / total
     px, py = round(MNIST_CANVAS / 2 - 0.5 - com_x), round(MNIST_CANVAS / 2 - 0.5 - com_y)
     scale = (new_w / (x1 - x0), new_h / (y1 - y0))
-    return Fitted(_placed(digit, px, py, MNIST_CANVAS), scale, (px - x0 * scale[0], py - y0 * scale[1]), inverted)
+    placed = _placed(digit, px, py, (MNIST_CANVAS, MNIST_CANVAS))
+    return Fitted(placed, scale, (px - x0 * scale[0], py - y0 * scale[1]), inverted)
 
 
-def _placed(tile: np.ndarray, x: int, y: int, size: int) -> np.ndarray:
-    """``tile`` with its top-left corner at (x, y) on a black size × size canvas, cut off at the edges."""
-    canvas = np.zeros((size, size), np.uint8)
+def _placed(tile: np.ndarray, x: int, y: int, size: tuple[int, int],
+            fill: int | tuple[int, ...] = 0) -> np.ndarray:
+    """``tile`` (uint8 H×W or H×W×C) with its top-left corner at (x, y) on a canvas of ``size`` (height,
+    width) filled with ``fill``, cut off at the edges."""
+    height, width = size
+    canvas = np.full((height, width, *tile.shape[2:]), fill, np.uint8)
     left, top = max(x, 0), max(y, 0)
-    right, bottom = min(x + tile.shape[1], size), min(y + tile.shape[0], size)
+    right, bottom = min(x + tile.shape[1], width), min(y + tile.shape[0], height)
     if right > left and bottom > top:
         canvas[top:bottom, left:right] = tile[top - y:bottom - y, left - x:right - x]
     return canvas

@@ -181,4 +181,4 @@ def test_a_digit_placed_over_the_canvas_edge_is_cut_off_as_pillow_pastes_it(x, y
     tile = np.random.default_rng([x + 50, y + 50]).integers(1, 256, (20, 17), dtype=np.uint8)
     canvas = Image.new("L", (28, 28), 0)
     canvas.paste(Image.fromarray(tile), (x, y))
-    np.testing.assert_array_equal(_placed(tile, x, y, 28), np.asarray(canvas))
+    np.testing.assert_array_equal(_placed(tile, x, y, (28, 28)), np.asarray(canvas))
