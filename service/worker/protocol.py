@@ -148,7 +148,6 @@ class Infer:
     header_length: str | None  # the Inference-Header-Content-Length header (binary tensor data)
     light_only: bool
 
-
     @property
     def encoded_bytes(self) -> int:
         """What must be parsed as JSON: its header, or the whole body without the binary extension."""
