@@ -3,8 +3,8 @@
 from .train import TrainConfig
 
 # `training zoo --jobs 2` starts them in this order: long ones first, arranged so that its two jobs end
-# together (alexnet_small on one while vgg_small and cam_net run on the other; in the last zoo run the
-# RGB nets took 19–31 minutes each, the MNIST nets 1–7). Every model trains on fresh scenes each
+# together (alexnet_small on one while vgg_small and then cam_net run on the other; the README's model
+# table gives each model's time in the last zoo run). Every model trains on fresh scenes each
 # epoch (training.augment): about 4,000 handwritten and 2,000 printed digits and 1,500 form scans, 1.9×
 # the images per epoch of the plain split, so the RGB nets run fewer epochs than they did on it.
 RECIPES: dict[str, TrainConfig] = {
