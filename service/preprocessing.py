@@ -106,10 +106,10 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     return image if image.mode in ("L", "RGB") else image.convert("RGB")
 
 
-def _border_mean(pixels: np.ndarray) -> np.ndarray:
-    edges = [pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]
-    mean: np.ndarray = np.concatenate([e.reshape(-1, *pixels.shape[2:]) for e in edges]).mean(axis=0)
-    return mean
+def _border(pixels: np.ndarray) -> np.ndarray:
+    """The edge pixels, top, bottom, left and right edge in that order (H×W → N; H×W×C → N×C): where a
+    picture's page colour is read."""
+    return np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
 
 
 def _fit(image: Image.Image, width: int, height: int, fill: int | tuple[int, ...]) -> Fitted:
@@ -127,13 +127,13 @@ def letterbox(image: Image.Image, prep: Preprocessing) -> Fitted:
     height, width = prep.content_size
     if image.size == (width, height):  # already the model's size (the placed canvases): nothing to resize or pad
         return Fitted(np.asarray(image), (1.0, 1.0), (0.0, 0.0))
-    fill = tuple(int(v) for v in np.atleast_1d(_border_mean(np.asarray(image))).round())
+    fill = tuple(int(v) for v in np.atleast_1d(_border(np.asarray(image)).mean(axis=0)).round())
     return _fit(image, width, height, fill if len(fill) > 1 else fill[0])
 
 
 @lru_cache(maxsize=16)
 def _border_design(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The plane's design matrix over the border pixels (in _border_plane's order: top, bottom, left, right
+    """The plane's design matrix over the border pixels (in _border's order: top, bottom, left, right
     edge), and the x and y ramps the plane is drawn with: the same for every image of a size, so made once."""
     ys = np.concatenate([np.zeros(width), np.full(width, height - 1), np.arange(height), np.arange(height)])
     xs = np.concatenate([np.arange(width), np.arange(width), np.zeros(height), np.full(height, width - 1)])
@@ -157,7 +157,7 @@ def _border_plane(pixels: np.ndarray) -> tuple[np.ndarray, float]:
     photo), and the noise level (robust σ of the border about it). Border pixels the digit touches (a
     full-frame crop) are left out first: those far from the border's median, then those far from the plane."""
     height, width = pixels.shape
-    values = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).astype(np.float64)
+    values = _border(pixels).astype(np.float64)
     if values.max() - values.min() <= 2:  # a flat page (a drawing, a clean scan): nothing to fit
         # np.mean's bits without its overhead; a 0-d plane broadcasts over the image
         return np.asarray(values.sum() / values.size, np.float32), 0.0
