@@ -48,11 +48,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     from tqdm import tqdm
 
+    from .allocator import retain_freed_memory_in_children
     from .train import store_training_scenes
     from .zoo import build, shared_scenes
 
@@ -66,10 +67,10 @@ def _zoo(args: argparse.Namespace) -> int:
         cache = Path(scratch)
         # picklable for the jobs
         args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"}, scene_cache=cache)
-        # One job: in this process. More: each in its own process, training with one thread.
-        pool: Executor = (ThreadPoolExecutor(1) if args.jobs == 1
-                          else ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")))
-        with pool:
+        # Each job in a process of its own, which keeps the memory it frees (training.allocator); with more
+        # than one job, each trains with one thread.
+        retain_freed_memory_in_children()
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
             drawn = [pool.submit(store_training_scenes, config, variant, cache) for config, variant in shared]
             for future in tqdm(as_completed(drawn), total=len(drawn), unit="epoch", disable=not drawn,
                                desc="drawing the training scenes several models share"):
