@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from dataclasses import replace
@@ -53,7 +54,8 @@ def _zoo(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .allocator import retain_freed_memory_in_children
+    from service.heap import malloc_tunables
+
     from .train import store_training_scenes
     from .zoo import build, shared_scenes
 
@@ -67,9 +69,13 @@ def _zoo(args: argparse.Namespace) -> int:
         cache = Path(scratch)
         # picklable for the jobs
         args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"}, scene_cache=cache)
-        # Each job in a process of its own, which keeps the memory it frees (training.allocator); with more
-        # than one job, each trains with one thread.
-        retain_freed_memory_in_children()
+        # Each job in a process of its own, whose malloc keeps the large arrays that every epoch allocates and
+        # frees (its scenes, 92 MB, their float input, 368 MB, the scene batches while drawing) instead of
+        # faulting them in afresh. Two alexnet_small trainings side by side (2 epochs each, scenes drawn in
+        # the job): 3.1 M page faults and 7.3–7.7 s of system time a job without it, 0.85 M and 1.8–2.0 s
+        # with it; 6–10 % less wall time, peak memory 2.2 GB against 1.7, the weights the same to the bit.
+        # With more than one job, each trains with one thread.
+        os.environ.update(malloc_tunables(1 << 30, 4 << 30))
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
             drawn = [pool.submit(store_training_scenes, config, variant, cache) for config, variant in shared]
             for future in tqdm(as_completed(drawn), total=len(drawn), unit="epoch", disable=not drawn,
