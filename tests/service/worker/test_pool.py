@@ -52,6 +52,16 @@ def test_a_worker_killed_while_idle_is_replaced_without_any_request(settings):
         assert answered.status_code == 200 and answered.json()["predictions"][0]["label"] == "7"
 
 
+def test_workers_start_with_the_malloc_settings_that_keep_their_freed_blocks(settings, monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    with TestClient(create_app(settings.model_copy(update={"default_model": "lenet5"}))) as client:
+        for lane in client.app.state.engine.lanes:
+            [pid] = lane.pids
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            # glibc shortens the variable in the process's own view to the first setting it parsed
+            assert b"GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432" in environment
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_kills_under_load_cost_only_the_jobs_in_flight(settings, loop):
