@@ -13,7 +13,7 @@ from pathlib import Path
 from .architectures import get_architecture, list_architectures
 from .data import DATASETS, DEFAULT_SEED
 from .recipes import RECIPES
-from .train import TrainConfig
+from .train import TrainConfig, training_precision
 from .zoo import RUNS
 
 MODELS = Path("models")
@@ -28,7 +28,7 @@ def _train(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     if args.no_augment:
         overrides["augment"] = False
-    config = replace(base, **overrides)
+    config = replace(base, **overrides, precision=training_precision(args.precision))
     out = args.out or RUNS / args.arch
     result = train(config, out)
     print(f"\n{config.arch}: test accuracy {result.test_accuracy:.2%} (best epoch {result.best_epoch}, "
@@ -68,7 +68,8 @@ def _zoo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix=".scenes-", dir=RUNS) as scratch:
         cache = Path(scratch)
         # picklable for the jobs
-        args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"}, scene_cache=cache)
+        args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("func", "precision")},
+                                  scene_cache=cache, precision=training_precision(args.precision))
         # Each job in a process of its own, whose malloc keeps the large arrays that every epoch allocates and
         # frees (its scenes, 92 MB, their float input, 368 MB, the scene batches while drawing) instead of
         # faulting them in afresh. Two alexnet_small trainings side by side (2 epochs each, scenes drawn in
@@ -167,6 +168,12 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="what training steps multiply in (default auto: bfloat16 on CPUs with Intel AMX, "
+                             "float32 elsewhere); weights and validation are float32 either way")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="training", description="Train, export and ship the CNN zoo.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GAP nets on placed digits: weight of the loss term that keeps the CAM inside the digit's box "
                         "(0: none)")
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    _precision_option(p)
     p.add_argument("--out", type=Path, help="run directory (default runs/<arch>)")
     p.set_defaults(func=_train)
 
@@ -227,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="models trained at once, each in its own process")
     p.add_argument("--int8-version", default="2", help="also write a static int8 version here ('' for none)")
     p.add_argument("--models-dir", type=Path, default=MODELS)
+    _precision_option(p)
     p.set_defaults(func=_zoo)
 
     p = sub.add_parser("quantize", help="add a static int8 (QDQ) version of exported models, calibrated on "

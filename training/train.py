@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ from service.preprocessing import fit, normalise
 from .architectures import CNN, InputSpec, create_model
 from .data import DEFAULT_SEED, LABELS, PREPROCESSING, Mixture, load_dataset, pictures, scene_dataset, validation_set
 from .plots import plot_confusion, plot_history
+
+Precision = Literal["float32", "bfloat16"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class TrainConfig:
     # Weight of the box-attention term (GAP nets on placed digits, see cam_box_loss): it pulls the
     # true class's CAM onto the digit's box. 0: labels only, as in the CAM paper.
     box_attention: float = 0.0
+    # What the training steps multiply in: "bfloat16" autocasts the convolutions and matrix products (the
+    # weights, the optimiser, the losses and validation stay float32). See training_precision.
+    precision: Precision = "float32"
 
     @property
     def mixture(self) -> Mixture:
@@ -85,6 +90,15 @@ def to_input(images: np.ndarray, prep: Preprocessing, spec: InputSpec) -> torch.
     """uint8 N×C×h×w images → the net's float N×C×H×W input, fitted, normalised and padded (LeNet-5's
     32×32 around a 28×28 digit) as the service does it."""
     return torch.from_numpy(normalise(fitted(images, prep), prep, (spec.height, spec.width)))
+
+
+def training_precision(requested: Precision | Literal["auto"]) -> Precision:
+    """``auto``: bfloat16 where the CPU multiplies it in hardware (Intel AMX), float32 elsewhere, where
+    oneDNN would emulate it. With AMX one training step of the RGB nets takes 1.1–1.9× less time (alexnet_small
+    1.9×, vgg_small 1.65×, cam_net 1.55×, resnet_small 1.44×, inception_small 1.1×), mnist_cnn_b 1.55×."""
+    if requested == "auto":
+        return "bfloat16" if torch.cpu._is_amx_tile_supported() else "float32"
+    return requested
 
 
 def scene_variant(epoch: int) -> int:
@@ -210,10 +224,12 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
         for start in bar:
             idx = order[start:start + config.batch_size]
             xb, yb = x_train[idx], y_train[idx]
-            logits, maps = model.forward_with_features(xb)
+            with torch.autocast("cpu", torch.bfloat16, enabled=config.precision == "bfloat16"):
+                logits, maps = model.forward_with_features(xb)
+            logits = logits.float()
             loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
             if config.box_attention:
-                loss = loss + config.box_attention * cam_box_loss(model, maps, yb, train_boxes[idx])
+                loss = loss + config.box_attention * cam_box_loss(model, maps.float(), yb, train_boxes[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
