@@ -13,7 +13,7 @@ from pathlib import Path
 from .architectures import get_architecture, list_architectures
 from .data import DATASETS, DEFAULT_SEED
 from .recipes import RECIPES
-from .train import TrainConfig, training_precision
+from .train import TrainConfig
 from .zoo import RUNS
 
 MODELS = Path("models")
@@ -24,11 +24,11 @@ def _train(args: argparse.Namespace) -> int:
 
     base = RECIPES.get(args.arch, TrainConfig(args.arch))
     options = ("dataset", "epochs", "batch_size", "lr", "patience", "printed", "scans", "seed", "threads",
-               "label_smoothing", "box_attention")
+               "label_smoothing", "box_attention", "precision")
     overrides = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     if args.no_augment:
         overrides["augment"] = False
-    config = replace(base, **overrides, precision=training_precision(args.precision))
+    config = replace(base, **overrides)
     out = args.out or RUNS / args.arch
     result = train(config, out)
     print(f"\n{config.arch}: test accuracy {result.test_accuracy:.2%} (best epoch {result.best_epoch}, "
@@ -68,8 +68,7 @@ def _zoo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix=".scenes-", dir=RUNS) as scratch:
         cache = Path(scratch)
         # picklable for the jobs
-        args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("func", "precision")},
-                                  scene_cache=cache, precision=training_precision(args.precision))
+        args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"}, scene_cache=cache)
         # Each job in a process of its own, whose malloc keeps the large arrays that every epoch allocates and
         # frees (its scenes, 92 MB, their float input, 368 MB, the scene batches while drawing) instead of
         # faulting them in afresh. Two alexnet_small trainings side by side (2 epochs each, scenes drawn in
@@ -169,9 +168,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _precision_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
-                        help="what training steps multiply in (default auto: bfloat16 on CPUs with Intel AMX, "
-                             "float32 elsewhere); weights and validation are float32 either way")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"),
+                        help="what training steps multiply in (default: the recipe's; auto, bfloat16 on CPUs with "
+                             "Intel AMX and float32 elsewhere, unless it names one); weights and validation are "
+                             "float32 either way")
 
 
 def build_parser() -> argparse.ArgumentParser:

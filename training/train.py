@@ -8,7 +8,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,8 +47,9 @@ class TrainConfig:
     # true class's CAM onto the digit's box. 0: labels only, as in the CAM paper.
     box_attention: float = 0.0
     # What the training steps multiply in: "bfloat16" autocasts the convolutions and matrix products (the
-    # weights, the optimiser, the losses and validation stay float32). See training_precision.
-    precision: Precision = "float32"
+    # weights, the optimiser, the losses and validation stay float32); "auto" is resolved by
+    # training_precision when training starts, and the run records what it resolved to.
+    precision: Precision | Literal["auto"] = "auto"
 
     @property
     def mixture(self) -> Mixture:
@@ -173,6 +174,7 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
           scene_cache: Path | None = None) -> TrainResult:
     """Train ``config.arch``; with ``out_dir``, write checkpoint, report and plots there. ``progress``: a line
     per epoch, and with ``bars`` a progress bar per epoch too. ``scene_cache``: see training_scenes."""
+    config = replace(config, precision=training_precision(config.precision))
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)

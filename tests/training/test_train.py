@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from training.architectures import create_model
 from training.data import PREPROCESSING, mnist_digits
-from training.train import TrainConfig, cam_box_loss, store_training_scenes, to_input, train
+from training.train import TrainConfig, cam_box_loss, store_training_scenes, to_input, train, training_precision
 from training.zoo import shared_scenes
 
 
@@ -37,13 +37,21 @@ def test_one_epoch_on_a_slice_lowers_the_loss(tmp_path):
 
 
 def test_bfloat16_steps_learn_too_and_keep_float32_weights():
-    config = TrainConfig("mnist_cnn_a", "mnist", epochs=1, batch_size=32, limit=640, augment=False, threads=2)
+    config = TrainConfig("mnist_cnn_a", "mnist", epochs=1, batch_size=32, limit=640, augment=False, threads=2,
+                         precision="float32")
     exact = train(config, None, progress=False)
     mixed = train(replace(config, precision="bfloat16"), None, progress=False)
+    assert (exact.config.precision, mixed.config.precision) == ("float32", "bfloat16")  # what the report records
     assert all(weights.dtype == torch.float32 for weights in mixed.model.state_dict().values())
     assert mixed.history != exact.history  # the steps really ran in bfloat16
     # The same 20 steps, in bfloat16: validation loss within a tenth of float32's (about 1.7 each).
     assert abs(mixed.history[0]["val_loss"] - exact.history[0]["val_loss"]) < 0.1 * exact.history[0]["val_loss"]
+
+
+def test_auto_precision_is_resolved_before_training_and_recorded():
+    result = train(TrainConfig("lenet5", "mnist", epochs=1, limit=64, augment=False, threads=1), None, progress=False)
+    assert result.config.precision == training_precision("auto") in ("float32", "bfloat16")
+    assert result.report()["config"]["precision"] == result.config.precision
 
 
 def test_to_input_pads_28_to_32_like_lenet():
