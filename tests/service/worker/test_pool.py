@@ -112,7 +112,7 @@ def test_a_job_over_the_time_limit_answers_503_and_its_worker_is_replaced(settin
         response = client.post("/predict", files=upload(large_png(6000, 6000, "RGB")))
         assert response.status_code == 503 and response.headers["Retry-After"] == "1"
         assert "restarted, retry" in response.json()["detail"] and time.monotonic() - started < 30
-        wait_for(lambda: replaced(heavy, pid), 5)
+        wait_for(lambda: replaced(heavy, pid), 30)  # a niced successor loads every version: slow on a busy machine
         answered = client.post("/predict", files=upload(DIGIT))  # light work fits the limit
         assert answered.status_code == 200 and answered.json()["predictions"][0]["label"] == "7"
 
