@@ -74,7 +74,7 @@ def _zoo(args: argparse.Namespace) -> int:
         # faulting them in afresh. Two alexnet_small trainings side by side (2 epochs each, scenes drawn in
         # the job): 3.1 M page faults and 7.3–7.7 s of system time a job without it, 0.85 M and 1.8–2.0 s
         # with it; 6–10 % less wall time, peak memory 2.2 GB against 1.7, the weights the same to the bit.
-        # The whole zoo: 71 minutes against 78. With more than one job, each trains with one thread.
+        # The whole zoo (float32): 71 minutes against 78. With more than one job, each trains with one thread.
         os.environ.update(malloc_tunables(1 << 30, 4 << 30))
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
             drawn = [pool.submit(store_training_scenes, config, variant, cache) for config, variant in shared]
