@@ -31,6 +31,8 @@ def test_one_epoch_on_a_slice_lowers_the_loss(tmp_path):
     for artifact in ("checkpoint.pt", "report.json", "training.png", "confusion.png"):
         assert (tmp_path / artifact).stat().st_size > 0
     assert sum(map(sum, result.confusion)) == 500
+    # Trained channels-last, handed back in PyTorch's default layout: what export and the checkpoint see.
+    assert all(weights.is_contiguous() for weights in result.model.state_dict().values())
 
     again = train(config, None, progress=False)
     assert again.history == result.history  # same seed, same numbers
