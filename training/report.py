@@ -52,7 +52,8 @@ def tables(models_dir: Path) -> str:
         models.append([f"`{name}`", m.description, "×".join(str(v) for v in m.input.shape[1:]),
                        f"{m.summary.total_params:,}", m.metrics.dataset, _pct(m.metrics.test_accuracy),
                        f"{methods} ({m.heatmaps.layer}, {maps})",
-                       f"{m.training.epochs_run} epochs{extra}, {config.get('precision', 'float32')}, "
+                       f"{m.training.epochs_run} epochs{extra}, {config.get('precision', 'float32')} "
+                       f"{config.get('layout', 'nchw').upper()}, "
                        f"{m.training.duration_s:.0f} s"])
     int8 = []
     for name, versions in zoo.items():
@@ -80,7 +81,8 @@ def tables(models_dir: Path) -> str:
     lines = [
         START, "",
         *_table(["model", "design", "input", "parameters", "dataset", "test accuracy", "heatmaps (layer, map size)",
-                 "training (epochs, precision of the steps, time; 1 thread, two jobs on 2 cores)"], models), "",
+                 "training (epochs, the steps' precision and layout, time; 1 thread, two jobs on 2 cores)"],
+                models), "",
         "Off the training data (test-only sets, see [Robustness](#robustness-digits-it-was-not-trained-on)); ECE in "
         "points, uncalibrated → calibrated, per set in the same order; AUROC: the lowest of the three:", "",
         *_table(["model", "test split", *(names[s] for s in DESCRIPTIONS), "ECE (before → after)", "unsure AUROC",

@@ -26,6 +26,7 @@ from .data import DEFAULT_SEED, LABELS, PREPROCESSING, Mixture, load_dataset, pi
 from .plots import plot_confusion, plot_history
 
 Precision = Literal["float32", "bfloat16"]
+Layout = Literal["nhwc", "nchw"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class TrainConfig:
     # weights, the optimiser, the losses and validation stay float32); "auto" is resolved by
     # training_precision when training starts, and the run records what it resolved to.
     precision: Precision | Literal["auto"] = "auto"
+    # The memory layout of the weights and batches while training: channels-last ("nhwc"), which oneDNN's CPU
+    # convolutions run natively, 1.1–1.5× faster a step in float32 and 1.4–2.0× in bfloat16 than PyTorch's
+    # default "nchw" (batch 32, one thread; docs/PERFORMANCE.md). The same model either way, summed in
+    # another order: another draw. The trained model is handed back in NCHW.
+    layout: Layout = "nhwc"
 
     @property
     def mixture(self) -> Mixture:
@@ -179,10 +185,8 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
     if config.threads:
         torch.set_num_threads(config.threads)
     generator = torch.Generator().manual_seed(config.seed)
-    # Channels-last (NHWC) weights and batches: oneDNN's CPU convolutions run in that layout natively, and a
-    # training step is 1.1–1.5× faster in float32 and 1.4–2.0× in bfloat16 than in PyTorch's default NCHW
-    # (batch 32, one thread; docs/PERFORMANCE.md). The model goes back to NCHW when training ends.
-    model = create_model(config.arch, num_classes=len(LABELS)).to(memory_format=torch.channels_last)
+    layout = torch.channels_last if config.layout == "nhwc" else torch.contiguous_format
+    model = create_model(config.arch, num_classes=len(LABELS)).to(memory_format=layout)
     spec = model.input_spec
 
     if config.box_attention and not (model.supports_cam and config.dataset == "placed"):
@@ -228,7 +232,7 @@ def train(config: TrainConfig, out_dir: Path | None = None, progress: bool = Tru
                    unit="batch", disable=not (progress and bars), leave=False)
         for start in bar:
             idx = order[start:start + config.batch_size]
-            xb, yb = x_train[idx].contiguous(memory_format=torch.channels_last), y_train[idx]
+            xb, yb = x_train[idx].contiguous(memory_format=layout), y_train[idx]
             with torch.autocast("cpu", torch.bfloat16, enabled=config.precision == "bfloat16"):
                 logits, maps = model.forward_with_features(xb)
             logits = logits.float()
@@ -282,7 +286,8 @@ def save_run(result: TrainResult, out_dir: Path) -> None:
 
 def load_run(run_dir: Path) -> tuple[TrainConfig, CNN, dict[str, Any]]:
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    config = TrainConfig(**{"precision": "float32", **checkpoint["config"]})  # runs from before bfloat16 were float32
+    # Runs from before these options trained in float32, NCHW.
+    config = TrainConfig(**{"precision": "float32", "layout": "nchw", **checkpoint["config"]})
     model = create_model(config.arch, num_classes=len(LABELS))
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()

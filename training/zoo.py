@@ -19,7 +19,7 @@ def build(name: str, args: argparse.Namespace) -> None:
     from .export import export_run
 
     config = replace(RECIPES[name], threads=args.threads or (1 if args.jobs > 1 else 0),
-                     precision=args.precision or RECIPES[name].precision)
+                     precision=args.precision or RECIPES[name].precision, layout=args.layout or RECIPES[name].layout)
     if not args.skip_train:
         train(config, RUNS / name, bars=args.jobs == 1, scene_cache=args.scene_cache)  # parallel jobs: epoch lines only
     manifest = export_run(RUNS / name, args.models_dir, name=name, version=args.version)

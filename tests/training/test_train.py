@@ -50,6 +50,17 @@ def test_bfloat16_steps_learn_too_and_keep_float32_weights():
     assert abs(mixed.history[0]["val_loss"] - exact.history[0]["val_loss"]) < 0.1 * exact.history[0]["val_loss"]
 
 
+def test_the_layouts_train_the_same_model_summed_in_another_order():
+    config = TrainConfig("mnist_cnn_a", "mnist", epochs=1, batch_size=32, limit=640, augment=False, threads=2,
+                         precision="float32")
+    nhwc = train(config, None, progress=False)
+    nchw = train(replace(config, layout="nchw"), None, progress=False)
+    assert (nhwc.report()["config"]["layout"], nchw.report()["config"]["layout"]) == ("nhwc", "nchw")
+    for name, weights in nhwc.model.state_dict().items():  # the same 20 steps: equal up to float32 rounding
+        torch.testing.assert_close(weights, nchw.model.state_dict()[name], rtol=1e-3, atol=1e-4)
+    assert abs(nhwc.history[0]["val_loss"] - nchw.history[0]["val_loss"]) < 1e-3
+
+
 def test_auto_precision_is_resolved_before_training_and_recorded():
     result = train(TrainConfig("lenet5", "mnist", epochs=1, limit=64, augment=False, threads=1), None, progress=False)
     assert result.config.precision == training_precision("auto") in ("float32", "bfloat16")
