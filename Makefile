@@ -48,9 +48,9 @@ test: check container-runtime browser
 	$(BIN)/python -m pytest -m "slow or container"
 
 # Re-train and re-export every shipped model and its int8 version into models/ (two models at a time, one
-# thread each: 54 minutes in its last run on 2 cores with Intel AMX, most recipes in bfloat16; 71 in
-# float32). The printed-digit glyphs ship in training/assets; only `training fonts` (re-rendering them)
-# needs Debian's font packages.
+# thread each: 41 minutes in its last run on 2 cores with Intel AMX, most recipes in bfloat16, half of them
+# channels-last; 71 in float32 before channels-last). The printed-digit glyphs ship in training/assets; only
+# `training fonts` (re-rendering them) needs Debian's font packages.
 models: $(VENV)/.dev
 	$(BIN)/training zoo --jobs 2
 

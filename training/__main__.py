@@ -175,7 +175,7 @@ def _step_options(parser: argparse.ArgumentParser) -> None:
                              "float32 either way")
     parser.add_argument("--layout", choices=("nhwc", "nchw"),
                         help="memory layout of weights and batches while training (default: the recipe's; nhwc, "
-                             "channels-last, runs oneDNN's convolutions 1.1-2x faster)")
+                             "channels-last, steps oneDNN's convolutions 1.1-1.9x faster)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,8 +52,8 @@ class TrainConfig:
     # training_precision when training starts, and the run records what it resolved to.
     precision: Precision | Literal["auto"] = "auto"
     # The memory layout of the weights and batches while training: channels-last ("nhwc"), which oneDNN's CPU
-    # convolutions run natively, 1.1–1.5× faster a step in float32 and 1.4–2.0× in bfloat16 than PyTorch's
-    # default "nchw" (batch 32, one thread; docs/PERFORMANCE.md). The same model either way, summed in
+    # convolutions run natively, 1.1–1.5× faster a step in float32 and 1.2–1.9× in bfloat16 than PyTorch's
+    # default "nchw" (batch 32, one thread; the README's table). The same model either way, summed in
     # another order: another draw. The trained model is handed back in NCHW.
     layout: Layout = "nhwc"
 
