@@ -14,7 +14,7 @@ from .architectures import get_architecture, list_architectures
 from .data import DATASETS, DEFAULT_SEED
 from .recipes import RECIPES
 from .train import TrainConfig
-from .zoo import RUNS
+from .zoo import RUNS, STEP_OPTIONS
 
 MODELS = Path("models")
 
@@ -24,7 +24,7 @@ def _train(args: argparse.Namespace) -> int:
 
     base = RECIPES.get(args.arch, TrainConfig(args.arch))
     options = ("dataset", "epochs", "batch_size", "lr", "patience", "printed", "scans", "seed", "threads",
-               "label_smoothing", "box_attention", "precision", "layout")
+               "label_smoothing", "box_attention", *STEP_OPTIONS)
     overrides = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     if args.no_augment:
         overrides["augment"] = False

@@ -12,14 +12,19 @@ from .recipes import RECIPES
 from .train import TrainConfig, scene_file, scene_variant, train
 
 RUNS = Path("runs")
+STEP_OPTIONS = ("precision", "layout")  # how training steps run: options `train` and `zoo` both take
+
+
+def step_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The step options given on the command line; the rest stay the recipe's."""
+    return {option: getattr(args, option) for option in STEP_OPTIONS if getattr(args, option) is not None}
 
 
 def build(name: str, args: argparse.Namespace) -> None:
     """Train (unless --skip-train), export and quantize one shipped model."""
     from .export import export_run
 
-    config = replace(RECIPES[name], threads=args.threads or (1 if args.jobs > 1 else 0),
-                     precision=args.precision or RECIPES[name].precision, layout=args.layout or RECIPES[name].layout)
+    config = replace(RECIPES[name], threads=args.threads or (1 if args.jobs > 1 else 0), **step_overrides(args))
     if not args.skip_train:
         train(config, RUNS / name, bars=args.jobs == 1, scene_cache=args.scene_cache)  # parallel jobs: epoch lines only
     manifest = export_run(RUNS / name, args.models_dir, name=name, version=args.version)
