@@ -45,18 +45,23 @@ def test_shipped_model_reaches_its_recorded_accuracy(name, version):
     typed = Manifest.model_validate(m)
     metrics, calibration = served_metrics(typed, directory / "model.onnx")
     assert metrics.test_size == 500
-    assert metrics == typed.metrics and calibration == typed.calibration
+    # To ONNX Runtime's rounding: another CPU's kernels sum in another order (on an AMD EPYC, ECEs differ by up
+    # to 1.3e-6 from the Intel Xeon's that exported them). One image more or less right moves a rate by ≥ 1/1,797.
+    assert flat(metrics.model_dump()) == pytest.approx(flat(typed.metrics.model_dump()), abs=1e-4)
+    assert flat(calibration.model_dump()) == pytest.approx(flat(typed.calibration.model_dump()), abs=1e-4)
+
+
+def flat(tree: object, path: str = "") -> dict[str, object]:
+    """A nested dump as path → leaf (lists by index), for pytest.approx."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
+    if items is None:
+        return {path: tree}
+    return {k: v for key, value in items for k, v in flat(value, f"{path}/{key}").items()}
 
 
 # Issue 15's targets on the external sets.
 SKLEARN_TARGET = {1: 0.93, 3: 0.90}  # by input channels: the MNIST nets, the RGB nets
 PRINTED_TARGET, FULL_FRAME_TARGET, ECE_TARGET, AUROC_TARGET = 0.97, 0.95, 0.03, 0.9
-# Where the shipped zoo falls short of a target, the floor it does hold, so that a retrain cannot quietly
-# get worse (README "Robustness" and the issue's note give the figures): (model, version, set) → floors.
-SHORTFALLS: dict[tuple[str, str, str], dict[str, float]] = {
-    ("mnist_cnn_b", "1", "sklearn_digits"): {"accuracy": 0.92},
-    ("mnist_cnn_b", "2", "sklearn_digits"): {"accuracy": 0.92},
-}
 
 
 @pytest.mark.parametrize("name, version", VERSIONS)
@@ -67,7 +72,6 @@ def test_shipped_model_holds_up_on_digits_from_outside_its_training_data(name, v
                "mnist_full_frame": FLOORS.get(name, RGB_FLOOR) if gray else FULL_FRAME_TARGET}
     for set_name, score in m.metrics.external.items():
         floors = {"accuracy": targets[set_name], "auroc": AUROC_TARGET, "ece": ECE_TARGET}
-        floors |= SHORTFALLS.get((name, version, set_name), {})
         assert score.accuracy >= floors["accuracy"], (set_name, score.accuracy)
         assert score.ece <= floors["ece"], (set_name, score.ece)  # calibrated on validation only
         assert score.auroc is None or score.auroc >= floors["auroc"], (set_name, score.auroc)
