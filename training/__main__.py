@@ -172,8 +172,7 @@ def _step_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"),
                         help="what training steps multiply in (default: the recipe's; auto, bfloat16 on CPUs that "
                              "multiply it in hardware (Intel AMX, AVX-512 BF16) and float32 elsewhere, unless it "
-                             "names one); weights and validation are "
-                             "float32 either way")
+                             "names one); weights and validation are float32 either way")
     parser.add_argument("--layout", choices=("nhwc", "nchw"),
                         help="memory layout of weights and batches while training (default: the recipe's; nhwc, "
                              "channels-last, steps oneDNN's convolutions 1.1-1.9x faster)")

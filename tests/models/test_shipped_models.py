@@ -1,6 +1,6 @@
 """Every shipped model version (float and int8) loads in ONNX Runtime and, scored again through the
-service's own preprocessing, gives exactly the accuracy, calibration and external scores its manifest
-records; those meet the held-out floors and the robustness targets; every int8 version is within 0.5 pt
+service's own preprocessing, gives the accuracy, calibration and external scores its manifest records (to
+ONNX Runtime's rounding); those meet the held-out floors and the robustness targets; every int8 version is within 0.5 pt
 of its float source."""
 
 from __future__ import annotations
