@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +28,22 @@ SHIPPED = sorted({name for name, _ in VERSIONS})
 # Exact parameter counts of the networks the course material gives layer by layer (LeNet-5 as in LeCun
 # et al. 1998; the two MNIST CNNs in Keras notation): the oracle for their summaries.
 MATERIAL_TOTALS = {"lenet5": 61_706, "mnist_cnn_a": 118_346, "mnist_cnn_b": 1_199_882}
+
+
+def leaves(tree: object, path: str = "") -> dict[str, object]:
+    """A nested dump (dicts, lists) as path → leaf."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
+    if items is None:
+        return {path: tree}
+    return {k: v for key, value in items for k, v in leaves(value, f"{path}/{key}").items()}
+
+
+def to_rounding(recorded: dict[str, Any]) -> Any:
+    """A manifest's (or part's) dump as scores computed again must match it: to ONNX Runtime's rounding, which
+    differs across CPUs (another CPU's kernels sum in another order: on an AMD EPYC ECEs differ by up to 1.3e-6
+    from those of the Intel Xeon that exported the models). One image more or less right moves a rate by at
+    least 1/1,797, far more than the tolerance."""
+    return pytest.approx(leaves(recorded), abs=1e-4)
 
 
 def free_port() -> int:

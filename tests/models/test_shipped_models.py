@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from service.manifest import Manifest
-from tests.helpers import MODELS, SHIPPED, VERSIONS, manifest
+from tests.helpers import MODELS, SHIPPED, VERSIONS, leaves, manifest, to_rounding
 from training import evaluate
 from training.export import served_metrics, stored_parameter_count
 from training.external import external_sets
@@ -45,18 +45,8 @@ def test_shipped_model_reaches_its_recorded_accuracy(name, version):
     typed = Manifest.model_validate(m)
     metrics, calibration = served_metrics(typed, directory / "model.onnx")
     assert metrics.test_size == 500
-    # To ONNX Runtime's rounding: another CPU's kernels sum in another order (on an AMD EPYC, ECEs differ by up
-    # to 1.3e-6 from the Intel Xeon's that exported them). One image more or less right moves a rate by ≥ 1/1,797.
-    assert flat(metrics.model_dump()) == pytest.approx(flat(typed.metrics.model_dump()), abs=1e-4)
-    assert flat(calibration.model_dump()) == pytest.approx(flat(typed.calibration.model_dump()), abs=1e-4)
-
-
-def flat(tree: object, path: str = "") -> dict[str, object]:
-    """A nested dump as path → leaf (lists by index), for pytest.approx."""
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
-    if items is None:
-        return {path: tree}
-    return {k: v for key, value in items for k, v in flat(value, f"{path}/{key}").items()}
+    assert leaves(metrics.model_dump()) == to_rounding(typed.metrics.model_dump())
+    assert leaves(calibration.model_dump()) == to_rounding(typed.calibration.model_dump())
 
 
 # Issue 15's targets on the external sets.

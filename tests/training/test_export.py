@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.manifest import Manifest
-from tests.helpers import MODELS, encode, upload
+from tests.helpers import MODELS, encode, leaves, to_rounding, upload
 from training import evaluate, export
 from training.__main__ import main
 from training.architectures import create_model
@@ -131,7 +131,7 @@ def test_rescore_rewrites_a_stale_manifest_and_leaves_the_graphs(tmp_path):
     path.write_text(stale.model_dump_json())
 
     assert main(["rescore", "lenet5", "--models-dir", str(tmp_path)]) == 0
-    assert Manifest.model_validate_json(path.read_text()) == shipped
+    assert leaves(Manifest.model_validate_json(path.read_text()).model_dump()) == to_rounding(shipped.model_dump())
     assert graph.read_bytes() == graph_bytes
     with pytest.raises(SystemExit, match="no model nosuch"):
         main(["rescore", "nosuch", "--models-dir", str(tmp_path)])
