@@ -49,8 +49,8 @@ test: check container-runtime browser
 
 # Re-train and re-export every shipped model and its int8 version into models/ (two models at a time, one
 # thread each: 41 minutes in its last run on 2 cores with Intel AMX, most recipes in bfloat16, half of them
-# channels-last; 74 on a 2-core AMD EPYC in float32). The printed-digit glyphs ship in training/assets; only
-# `training fonts` (re-rendering them) needs Debian's font packages.
+# channels-last; 54 on a 2-core AMD EPYC, bfloat16 by its AVX-512 BF16, and 74 there all in float32). The
+# printed-digit glyphs ship in training/assets; only `training fonts` (re-rendering them) needs Debian's fonts.
 models: $(VENV)/.dev
 	$(BIN)/training zoo --jobs 2
 
