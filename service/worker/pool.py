@@ -64,8 +64,9 @@ class Worker:
             code = f"from service.worker.main import serve; serve({theirs.fileno()})"
             # An ordinary worker runs in a session of its own: Linux's autogroup scheduler gives each session one
             # share of the CPU, and sharing the server's left the worker idle more often under load (lenet5, c=16:
-            # 69–86 % busy against 82–95 %, ahead in 16 of 22 interleaved pairs; docs/PERFORMANCE.md). A heavy
-            # worker stays in the server's session, where its niceness keeps it behind the server.
+            # busy a median 82 % of the time against 91 %, ahead in 21 of 26 interleaved pairs; see
+            # docs/PERFORMANCE.md). A heavy worker stays in the server's session, where its niceness keeps it
+            # behind the server.
             process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[theirs.fileno()], env=env,
                                        start_new_session=not start.heavy)
         worker = cls(process, *await asyncio.open_unix_connection(sock=ours), on_exit=lambda _: None)

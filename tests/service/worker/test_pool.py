@@ -64,6 +64,17 @@ def test_workers_start_with_the_malloc_settings_that_keep_their_freed_blocks(set
             assert any(variable == ours or variable.startswith(ours + b":") for variable in environment)
 
 
+def test_an_ordinary_worker_has_a_session_of_its_own_and_a_heavy_one_shares_the_servers(settings):
+    """Autogroup scheduling gives each session one CPU share: the ordinary worker gets its own; the heavy worker
+    stays in the server's, where its niceness keeps it behind the server."""
+    with TestClient(create_app(settings.model_copy(update={"default_model": "lenet5"}))) as client:
+        engine = client.app.state.engine
+        [ordinary], [heavy] = engine.ordinary.pids, engine.heavy.pids
+        assert os.getsid(ordinary) == ordinary != os.getsid(0)
+        assert os.getsid(heavy) == os.getsid(0) and os.getpriority(os.PRIO_PROCESS, heavy) >= 10
+        assert client.post("/predict", files=upload(DIGIT)).json()["predictions"][0]["label"] == "7"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_kills_under_load_cost_only_the_jobs_in_flight(settings, loop):
