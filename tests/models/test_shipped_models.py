@@ -81,9 +81,10 @@ def test_the_digits_the_previous_release_misread(name):
     """Per class, where the release before issue 15 failed: a printed 1 with a foot serif (read as 2 by every
     model: 97.8–98.6 % right now), other writers' 1s (read as 8 by the gray nets: 89–93 % right now, every
     model 84–93 %, with the NIST-normalised form scans) and 9s (read as 3 by mnist_cnn_b: 63–91 % right now,
-    inception_small and cam_net the weakest at 63 and 66 %, mnist_cnn_b 71 %). The floors below hold them there. cam_net's 60-epoch recipe moved
-    both: 3 more of the 182 ones wrong (83.5 → 81.9 %, read as 7), 13 more of the 180 nines right (57.8 →
-    65.0 %), so the 1s' floor is its figure and the 9s' floor rose to the weakest model's."""
+    inception_small and cam_net the weakest at 63 and 66 %, mnist_cnn_b 71 %). The floors below hold them
+    there. cam_net's 60-epoch recipe moved both: 3 more of the 182 ones wrong (83.5 → 81.9 %, read as 7), 13
+    more of the 180 nines right (57.8 → 65.0 %), so the 1s' floor is its figure and the 9s' floor rose to the
+    weakest model's."""
     typed = Manifest.model_validate(manifest(name, "1"))
     model = evaluate.session(MODELS / name / "1" / "model.onnx")
     sets = {s.name: s for s in external_sets()}
