@@ -38,6 +38,7 @@ _INDEX = re.compile(r"[0-9]{1,6}")
 @dataclass(frozen=True)
 class Classification:
     probabilities: np.ndarray
+    order: np.ndarray  # class indices, most probable first (the worker's ranking)
     top: list[tuple[int, float]]
     inverted: bool
     timings_ms: dict[str, float]
@@ -119,12 +120,12 @@ class RemoteModel:
             assert isinstance(result, UploadRow)  # heavy jobs defer nothing
             outcome = heavy, result
         reply, place = outcome
-        probabilities = reply.probabilities[place.row]
-        top = [(int(i), float(probabilities[i])) for i in reply.ranking[place.row, :k]]
+        probabilities, order = reply.probabilities[place.row], reply.ranking[place.row]
+        top = list(zip(order[:k].tolist(), probabilities[order[:k]].tolist(), strict=True))
         timings = {"decode_ms": place.decode_s, "preprocess_ms": place.preprocess_s, "inference_ms": reply.run_s,
                    "total_ms": time.perf_counter() - started}
         timings_ms = {name: round(seconds * 1e3, 3) for name, seconds in timings.items()}
-        return Classification(probabilities, top, place.inverted, timings_ms)
+        return Classification(probabilities, order, top, place.inverted, timings_ms)
 
     def check_explain(self, class_ref: str | None, method: str | None) -> tuple[int | None, str]:
         """``class`` and ``method`` resolved, or a 422 before any model runs."""

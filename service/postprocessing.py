@@ -20,10 +20,10 @@ def ranking(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-scores, axis=-1, kind="stable")
 
 
-def judgement(probabilities: np.ndarray, labels: list[str], unsure_below: float) -> tuple[bool, str]:
+def judgement(probabilities: np.ndarray, order: np.ndarray, labels: list[str], unsure_below: float) -> tuple[bool, str]:
     """Unsure when the calibrated top probability is under the model's threshold; the message names the
-    two likeliest labels then, as a person would hedge."""
-    first, second = (int(i) for i in ranking(probabilities)[:2])
+    two likeliest labels (``order``: the probabilities' ranking) then, as a person would hedge."""
+    first, second = order[:2].tolist()
     if probabilities[first] < unsure_below:
         return True, f"not sure: looks like {labels[first]} or {labels[second]}"
     return False, f"looks like {labels[first]}"
