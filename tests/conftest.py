@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.schemas import PredictResponse
 from service.settings import Settings
 from tests.helpers import MODELS, running_server
 
@@ -17,9 +19,18 @@ def settings() -> Settings:
     return Settings(model_dir=MODELS, default_model="mnist_cnn_b", log_level="warning")
 
 
+def answer_is_a_predict_response(response: httpx.Response) -> None:
+    """/predict serialises its answer without building the model: every answer a test gets must still be exactly
+    a PredictResponse (no field missing, none extra, every value of its type)."""
+    if response.request.url.path == "/predict" and response.status_code == 200:
+        response.read()
+        assert PredictResponse.model_validate_json(response.content).model_dump(mode="json") == response.json()
+
+
 @pytest.fixture(scope="session")
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
+        test_client.event_hooks["response"].append(answer_is_a_predict_response)
         yield test_client
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
 
 from ..dependencies import UPLOAD_BODY, VERSION_RULES, model_for, read_upload
 from ..engine import Engine
@@ -52,14 +53,15 @@ async def predict(request: Request) -> Response:
     result = await served.classify(await read_upload(request), min(query.top_k, len(labels)))
     threshold = None if calibration is None else calibration.unsure_below
     unsure, message = judgement(result.probabilities, result.order, labels, threshold or 0.0)
-    # Validated from plain data in one call (a third cheaper than building each nested model), and serialised
-    # by pydantic directly: the hot path skips FastAPI re-validating what it just built.
-    body = PredictResponse.model_validate({
+    # The answer, PredictResponse's fields from the service's own typed values, goes straight to JSON: pydantic's
+    # serialiser without validating it again (validating and dumping it as a model cost 8 µs of the server's
+    # CPU a request, this 2). The tests hold every answer to PredictResponse.
+    body = {
         "model": served.entry.name, "version": served.entry.version,
         "predictions": [{"index": i, "label": labels[i], "probability": p} for i, p in result.top],
         "provider": served.entry.providers[0], "inverted": result.inverted,
         "confidence": {"unsure": unsure, "probability": result.top[0][1], "unsure_below": threshold,
                        "message": message},
         "timings": result.timings_ms,
-    })
-    return Response(body.model_dump_json(), media_type="application/json")
+    }
+    return Response(to_json(body), media_type="application/json")
