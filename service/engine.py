@@ -157,10 +157,11 @@ class Engine:
         return self.ordinary, self.heavy
 
     async def start(self) -> None:
-        """Both lanes' workers, each having loaded and warmed every verified version."""
+        """Both lanes' workers, each having loaded and warmed every verified version: one lane after the other,
+        so that the ordinary lane times its versions' threads with the cores to itself."""
         versions = self.repository.verified()
-        for report in await asyncio.gather(*(lane.start(versions) for lane in self.lanes)):
-            self.repository.record(report)
+        for lane in self.lanes:
+            self.repository.record(await lane.start(versions))
         for entry in self.repository.all_versions():
             if entry.providers:
                 self.metrics.record_provider(entry.name, entry.version, entry.providers[0], self.settings.providers,

@@ -47,11 +47,13 @@ class Settings(BaseSettings):
                             "never on the CPU, where padding only adds work")
 
     # The server process parses HTTP on one core; inference workers (processes) parse, decode, preprocess
-    # and run the models beside it. Rule: inference_workers × intra_op_threads ≤ cores − 1, leaving the
-    # server its core (docs/PERFORMANCE.md has the measurements behind the defaults).
+    # and run the models beside it. Rule: inference_workers × intra_op_threads ≤ cores. ONNX Runtime's threads
+    # sleep instead of spinning between the pieces of a run, so a run spreads over the cores the server is
+    # not using and leaves them when it is (docs/PERFORMANCE.md has the measurements behind the defaults).
     inference_workers: int = Field(1, ge=1, description="inference worker processes for ordinary requests")
     intra_op_threads: int = Field(
-        0, ge=0, description="ONNX Runtime threads inside one run (0: (cores - 1) // inference_workers, at least 1)")
+        0, ge=0, description="ONNX Runtime threads a run may be split over (0: cores // inference_workers, at least "
+                             "1); each version is timed as it loads and keeps one thread unless the split is faster")
     heavy_workers: int = Field(
         1, ge=1, description="worker processes, at low CPU priority, for uploads that are costly to decode")
     light_pixels: int = Field(
@@ -119,7 +121,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _derived(self) -> Settings:
         if self.intra_op_threads == 0:
-            self.intra_op_threads = max(1, (cores() - 1) // self.inference_workers)
+            self.intra_op_threads = max(1, cores() // self.inference_workers)
         if min(self.batch_buckets, default=0) < 1:
             raise ValueError("batch_buckets must be positive batch sizes")
         # Every batch the batcher forms fits a bucket, and no bucket is larger than a batch can be.

@@ -8,7 +8,8 @@ cnn-serve again — so drift on a shared machine shows as the gap between the tw
 taking the image as the body (``cnn-serve-raw``, mosec's and TorchServe's encoding). Every server's answer is
 checked equal to cnn-serve's before it is timed. For each model and server: wrk at each concurrency (req/s,
 p50/p99, errors), the CPU time per request of the server's processes, how busy the cores were; then each front
-end's constant-answer ceiling, and the bare stack (bench.apps:bare).
+end's constant-answer ceiling, and the bare stack (bench.apps:bare). Each peer's handler splits its runs over
+as many ONNX Runtime threads as cnn-serve's worker chose for the version (timed here the same way, first).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ import onnxruntime as ort
 
 from bench.load import require_wrk
 from bench.servers import ROOT, Server, free_port
+from service.manifest import Manifest
+from service.settings import Settings
+from service.worker.runtime import Sessions
 
 ENVS = ROOT / ".bench-peers"
 MODELS = ROOT / "models"
@@ -183,9 +187,19 @@ def measure(server: Server, path: str, image: Path, body: dict[str, str] | None,
     return results
 
 
-def start(name: str, model_dir: Path, work: Path, constant: bool) -> tuple[Server, str, str]:
-    """A server for ``model_dir``: cnn-serve, the bare stack, or a peer; with its path and image encoding."""
-    env = {"BENCH_MODEL_DIR": str(model_dir), "PYTHONPATH": str(ROOT), **({"BENCH_CONSTANT": "1"} if constant else {})}
+def service_threads(model_dir: Path) -> int:
+    """The ONNX Runtime threads cnn-serve's worker runs this version's batches on, timed as its worker times them."""
+    manifest = Manifest.model_validate_json((model_dir / "manifest.json").read_text())
+    model, gradient = ((model_dir / file).read_bytes() for file in manifest.graph_files)
+    return Sessions.load(model, gradient, Settings(), tuple(manifest.input.shape[1:]),
+                         f"{manifest.name}/{manifest.version}").threads
+
+
+def start(name: str, model_dir: Path, work: Path, constant: bool, threads: int) -> tuple[Server, str, str]:
+    """A server for ``model_dir``: cnn-serve, the bare stack, or a peer (its runs on ``threads``); with its path
+    and image encoding."""
+    env = {"BENCH_MODEL_DIR": str(model_dir), "BENCH_THREADS": str(threads), "PYTHONPATH": str(ROOT),
+           **({"BENCH_CONSTANT": "1"} if constant else {})}
     if name == "cnn-serve" and constant:  # its stack (FastAPI, uvicorn, the multipart form) answering a constant
         return Server.uvicorn("bench.apps:ceiling", {}, factory=True), "/predict", "multipart"
     if name in ("cnn-serve", "cnn-serve-raw"):  # the second takes the image as the body, like mosec
@@ -239,11 +253,12 @@ def main() -> None:
             model_dir = MODELS / model / args.version
             dataset = json.loads((model_dir / "manifest.json").read_text())["metrics"]["dataset"]
             image = EXAMPLES[dataset]
-            entry: dict = report["models"].setdefault(model, {"rounds": [], "ceilings": {}})
+            threads = service_threads(model_dir)
+            entry: dict = report["models"].setdefault(model, {"threads": threads, "rounds": [], "ceilings": {}})
             reference = None
             for round_index, name in enumerate(order):
                 print(f"{model}: {name}", flush=True)
-                server, path, encoding = start(name, model_dir, work, constant=False)
+                server, path, encoding = start(name, model_dir, work, constant=False, threads=threads)
                 try:
                     body = encoded(encoding, image.read_bytes(), work)
                     answer = wait_answering(server, path, body, image, PEERS[name].ready_s if name in PEERS else 120)
@@ -257,7 +272,7 @@ def main() -> None:
                 args.out.write_text(json.dumps(report, indent=2))  # a run cut short keeps what it measured
             for name in ["bare", "cnn-serve", *args.peers]:
                 print(f"{model}: {name} constant-answer ceiling", flush=True)
-                server, path, encoding = start(name, model_dir, work, constant=True)
+                server, path, encoding = start(name, model_dir, work, constant=True, threads=threads)
                 try:
                     body = encoded(encoding, image.read_bytes(), work)
                     wait_answering(server, path, body, image, PEERS[name].ready_s if name in PEERS else 120)

@@ -29,8 +29,10 @@ class Work:
         directory = Path(model_dir or os.environ["BENCH_MODEL_DIR"])
         self.manifest = Manifest.model_validate_json((directory / "manifest.json").read_text())
         self.constant = os.environ.get("BENCH_CONSTANT") == "1"
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1  # as the service's workers run
+        options = ort.SessionOptions()  # as the service's worker runs this version (bench/peers/__main__.py)
+        options.intra_op_num_threads = int(os.environ.get("BENCH_THREADS", "1"))
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(directory / "model.onnx"), options,
                                             providers=["CPUExecutionProvider"])
         calibration = self.manifest.calibration

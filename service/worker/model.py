@@ -65,12 +65,15 @@ class WorkerModel:
         self._cam_weights = None if cam is None else np.asarray(cam.weights, np.float32)
 
     @classmethod
-    def load(cls, version: Version, settings: Settings, heavy: bool) -> WorkerModel:
-        """Verified sessions for the version, every batch shape it will see already run once."""
+    def load(cls, version: Version, settings: Settings, heavy: bool, threads: int | None = None) -> WorkerModel:
+        """Verified sessions for the version, every batch shape it will see already run once (``threads``: see
+        Sessions.load)."""
         manifest = version.manifest
         model_file, gradient_file = manifest.graph_files
         sessions = Sessions.load(read_verified(version.directory, model_file, manifest),
-                                 read_verified(version.directory, gradient_file, manifest), settings, heavy)
+                                 read_verified(version.directory, gradient_file, manifest), settings,
+                                 tuple(manifest.input.shape[1:]), f"{manifest.name}/{manifest.version}", heavy,
+                                 threads)
         sessions.warm_up(tuple(manifest.input.shape[1:]), len(manifest.labels))
         return cls(manifest, sessions, settings)
 

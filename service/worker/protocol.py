@@ -56,12 +56,14 @@ class Version:
 class Start:
     settings: Settings
     versions: dict[Key, Version]
-    heavy: bool  # a heavy worker: low CPU priority, no memory arena kept between runs, batch-1 warm-up
+    heavy: bool  # a heavy worker: low CPU priority, one thread a run, no memory arena kept, batch-1 warm-up
+    threads: dict[Key, int]  # per version, the threads a run was timed best on by an earlier worker (absent: time it)
 
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
     providers: list[str]        # what ONNX Runtime assigned, in priority order
+    threads: int                # ONNX Runtime threads a run is split over
     fallback: str | None = None  # providers=auto: why CUDA was not used
 
 

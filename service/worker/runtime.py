@@ -7,12 +7,18 @@ ONNX Runtime build has it and falls back to the CPU with a warning and a recorde
 
 On CUDA every run is padded up to a bucket size (``batch_buckets``) and every bucket of both graphs is
 run once before the worker reports ready, so cuDNN never meets a new shape while serving.
+
+On the CPU a run may be split over ``intra_op_threads``. That pays for a model with work to split and
+costs a small one more in hand-offs than it saves (a batch of 8 on 2 cores: resnet_small 6.4 → 3.6 ms,
+lenet5 0.18 → 0.27 ms), so each version is timed both ways as it loads and keeps one thread unless the
+split is clearly faster.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import timeit
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +31,8 @@ from ..settings import Settings
 log = logging.getLogger("service.worker.runtime")
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+SPLIT_GAIN = 1.2  # a split run must be this much faster to be kept: under load its threads compete with the server
+TIMED_ROWS = 8    # the batch both ways are timed on: about what an ordinary worker runs at 16 clients
 
 
 class ProviderUnavailable(RuntimeError):
@@ -90,6 +98,10 @@ def session_options(settings: Settings, heavy: bool = False) -> ort.SessionOptio
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = settings.intra_op_threads
+    # Threads that spin while waiting for work take the core from the server process between runs: on 2 cores,
+    # 2 spinning threads cost lenet5 c=16 a third of its throughput, 2 sleeping ones nothing, and gave resnet_small
+    # half as much again (docs/PERFORMANCE.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: a failed provider is reported by us, with its reason
@@ -140,6 +152,29 @@ def open_session(model: bytes, settings: Settings, options: ort.SessionOptions,
     return session, None
 
 
+def _run_ms(session: ort.InferenceSession, batch: np.ndarray) -> float:
+    """The best of a few runs, after one that sets up the shape."""
+    feed = {session.get_inputs()[0].name: batch}
+    session.run(None, feed)
+    return min(timeit.repeat(lambda: session.run(None, feed), number=1, repeat=5)) * 1e3
+
+
+def worth_splitting(split: ort.InferenceSession, single: ort.InferenceSession, input_shape: tuple[int, ...],
+                    label: str) -> bool:
+    """Whether runs split over threads are SPLIT_GAIN times faster than on one, timed on a batch of TIMED_ROWS;
+    a graph that cannot run such a batch stays on one thread (its runs fail, or not, as they would)."""
+    batch = np.zeros((TIMED_ROWS, *input_shape), np.float32)
+    try:
+        split_ms, single_ms = _run_ms(split, batch), _run_ms(single, batch)
+    except Exception:  # noqa: BLE001 - whatever ONNX Runtime raised; the version's own runs will report it
+        return False
+    threads = split.get_session_options().intra_op_num_threads
+    worth = single_ms >= SPLIT_GAIN * split_ms
+    log.info("%s: a batch of %d in %.2f ms on %d threads, %.2f ms on one; runs on %s", label, TIMED_ROWS, split_ms,
+             threads, single_ms, f"{threads} threads" if worth else "one thread")
+    return worth
+
+
 def bucket(rows: int, buckets: list[int]) -> int:
     """The smallest bucket that holds ``rows`` (the settings make the last bucket max_batch_size)."""
     return next((size for size in buckets if size >= rows), rows)
@@ -161,6 +196,7 @@ class Sessions:
     model: ort.InferenceSession
     gradient: ort.InferenceSession
     buckets: list[int] | None  # pad every run up to one of these sizes; None: run batches as they come
+    threads: int  # ONNX Runtime threads a run of either graph is split over
     fallback: str | None = None
 
     @property
@@ -169,17 +205,28 @@ class Sessions:
         return providers
 
     @classmethod
-    def load(cls, model: bytes, gradient: bytes, settings: Settings, heavy: bool = False) -> Sessions:
+    def load(cls, model: bytes, gradient: bytes, settings: Settings, input_shape: tuple[int, ...], label: str,
+             heavy: bool = False, threads: int | None = None) -> Sessions:
+        """``threads``: what an earlier worker timed for this version (None: time it here, see the module
+        docstring); a heavy worker's runs stay on one thread, behind the ordinary work. ``label``
+        (model/version) names the version in the log."""
+        if heavy or threads is not None:
+            settings = settings.model_copy(update={"intra_op_threads": 1 if heavy else threads})
         options = session_options(settings, heavy)
         classifier, fallback = open_session(model, settings, options)
-        # The gradient graph goes where the classifier went (its features come from there).
+        if threads is None and classifier.get_providers()[0] == CPU and settings.intra_op_threads > 1:
+            one_thread = session_options(settings.model_copy(update={"intra_op_threads": 1}), heavy)
+            single, _ = open_session(model, settings, one_thread, [(CPU, {})])
+            if not worth_splitting(classifier, single, input_shape, label):
+                classifier, options = single, one_thread
+        # The gradient graph goes where the classifier went (its features come from there), with its threads.
         head, _ = open_session(gradient, settings, options, None if fallback is None else [(CPU, {})])
         on_cuda = classifier.get_providers()[0] == CUDA
         padded = settings.pad_batches == "always" or (settings.pad_batches == "auto" and on_cuda)
         if fallback:
-            log.warning("providers=auto: %s; this version runs on the CPU", fallback)
+            log.warning("providers=auto: %s; %s runs on the CPU", fallback, label)
         buckets = ([1] if heavy else list(settings.batch_buckets)) if padded else None  # heavy jobs are single images
-        return cls(classifier, head, buckets, fallback)
+        return cls(classifier, head, buckets, options.intra_op_num_threads, fallback)
 
     def _run(self, session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         rows = len(next(iter(feed.values())))

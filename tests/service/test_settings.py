@@ -22,9 +22,9 @@ def test_settings_from_environment(monkeypatch):
         Settings()
 
 
-def test_thread_rule_leaves_the_server_a_core():
-    assert Settings(inference_workers=1).intra_op_threads == max(1, len(os.sched_getaffinity(0)) - 1)
-    assert Settings(inference_workers=2).intra_op_threads == max(1, (len(os.sched_getaffinity(0)) - 1) // 2)
+def test_thread_rule_shares_the_cores_among_the_workers():
+    assert Settings(inference_workers=1).intra_op_threads == len(os.sched_getaffinity(0))
+    assert Settings(inference_workers=2).intra_op_threads == max(1, len(os.sched_getaffinity(0)) // 2)
     assert Settings(inference_workers=2, intra_op_threads=3).intra_op_threads == 3  # set explicitly: kept
 
 
