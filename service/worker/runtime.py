@@ -99,8 +99,8 @@ def session_options(settings: Settings, heavy: bool = False) -> ort.SessionOptio
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = settings.intra_op_threads
     # Threads that spin while waiting for work take the core from the server process between runs: on 2 cores,
-    # 2 spinning threads cost lenet5 c=16 a third of its throughput, 2 sleeping ones nothing, and gave resnet_small
-    # half as much again (docs/PERFORMANCE.md).
+    # 2 spinning threads cost lenet5 at c=16 a third of its throughput, 2 sleeping ones 7 % (so it keeps one,
+    # Sessions.load), and gave resnet_small a third more (docs/PERFORMANCE.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
