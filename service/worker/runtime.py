@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-import timeit
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ log = logging.getLogger("service.worker.runtime")
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 SPLIT_GAIN = 1.2  # a split run must be this much faster to be kept: under load its threads compete with the server
 TIMED_ROWS = 8    # the batch both ways are timed on: about what an ordinary worker runs at 16 clients
+TIMED_TURNS = 10  # runs of each, taken in turn, after 3 that set up
 
 
 class ProviderUnavailable(RuntimeError):
@@ -152,20 +153,26 @@ def open_session(model: bytes, settings: Settings, options: ort.SessionOptions,
     return session, None
 
 
-def _run_ms(session: ort.InferenceSession, batch: np.ndarray) -> float:
-    """The best of a few runs, after one that sets up the shape."""
-    feed = {session.get_inputs()[0].name: batch}
-    session.run(None, feed)
-    return min(timeit.repeat(lambda: session.run(None, feed), number=1, repeat=5)) * 1e3
+def _timed_ms(split: ort.InferenceSession, single: ort.InferenceSession, batch: np.ndarray) -> tuple[float, float]:
+    """Each session's best run, in ms, of runs taken in turn (after a few that set up the shape and let the
+    threads spread over the cores): a core that is busy for a moment slows both alike."""
+    best = {split: float("inf"), single: float("inf")}
+    for turn in range(3 + TIMED_TURNS):
+        for session in best:
+            feed = {session.get_inputs()[0].name: batch}
+            started = time.perf_counter()
+            session.run(None, feed)
+            if turn >= 3:
+                best[session] = min(best[session], (time.perf_counter() - started) * 1e3)
+    return best[split], best[single]
 
 
 def worth_splitting(split: ort.InferenceSession, single: ort.InferenceSession, input_shape: tuple[int, ...],
                     label: str) -> bool:
     """Whether runs split over threads are SPLIT_GAIN times faster than on one, timed on a batch of TIMED_ROWS;
     a graph that cannot run such a batch stays on one thread (its runs fail, or not, as they would)."""
-    batch = np.zeros((TIMED_ROWS, *input_shape), np.float32)
     try:
-        split_ms, single_ms = _run_ms(split, batch), _run_ms(single, batch)
+        split_ms, single_ms = _timed_ms(split, single, np.zeros((TIMED_ROWS, *input_shape), np.float32))
     except Exception:  # noqa: BLE001 - whatever ONNX Runtime raised; the version's own runs will report it
         return False
     threads = split.get_session_options().intra_op_num_threads
