@@ -70,11 +70,11 @@ class WorkerModel:
         Sessions.load)."""
         manifest = version.manifest
         model_file, gradient_file = manifest.graph_files
+        input_shape = tuple(manifest.input.shape[1:])
         sessions = Sessions.load(read_verified(version.directory, model_file, manifest),
-                                 read_verified(version.directory, gradient_file, manifest), settings,
-                                 tuple(manifest.input.shape[1:]), f"{manifest.name}/{manifest.version}", heavy,
-                                 threads)
-        sessions.warm_up(tuple(manifest.input.shape[1:]), len(manifest.labels))
+                                 read_verified(version.directory, gradient_file, manifest), settings, input_shape,
+                                 f"{manifest.name}/{manifest.version}", heavy, threads)
+        sessions.warm_up(input_shape, len(manifest.labels))
         return cls(manifest, sessions, settings)
 
     # What explain's weights functions use (explain.Head).

@@ -33,7 +33,8 @@ log = logging.getLogger("service.worker.runtime")
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 SPLIT_GAIN = 1.2  # a split run must be this much faster to be kept: under load its threads compete with the server
 TIMED_ROWS = 8    # the batch both ways are timed on: about what an ordinary worker runs at 16 clients
-TIMED_TURNS = 10  # runs of each, taken in turn, after 3 that set up
+SET_UP_RUNS = 3   # untimed runs of each first: the shape set up, the threads spread over the cores
+TIMED_TURNS = 10  # timed runs of each, taken in turn
 
 
 class ProviderUnavailable(RuntimeError):
@@ -156,13 +157,13 @@ def open_session(model: bytes, settings: Settings, options: ort.SessionOptions,
 def _timed_ms(split: ort.InferenceSession, single: ort.InferenceSession, batch: np.ndarray) -> tuple[float, float]:
     """Each session's best run, in ms, of runs taken in turn (after a few that set up the shape and let the
     threads spread over the cores): a core that is busy for a moment slows both alike."""
-    best = {split: float("inf"), single: float("inf")}
-    for turn in range(3 + TIMED_TURNS):
-        for session in best:
-            feed = {session.get_inputs()[0].name: batch}
+    feeds = {session: {session.get_inputs()[0].name: batch} for session in (split, single)}
+    best = dict.fromkeys(feeds, float("inf"))
+    for turn in range(SET_UP_RUNS + TIMED_TURNS):
+        for session, feed in feeds.items():
             started = time.perf_counter()
             session.run(None, feed)
-            if turn >= 3:
+            if turn >= SET_UP_RUNS:
                 best[session] = min(best[session], (time.perf_counter() - started) * 1e3)
     return best[split], best[single]
 
