@@ -2,58 +2,54 @@
 sent with an image Content-Type (``curl --data-binary @digit.png -H 'Content-Type: image/png'``), as
 TorchServe and mosec take images.
 
-python-multipart (the parser FastAPI uses) parses a form in an inference worker rather than FastAPI on the
-event loop: that parse was half of what the server process spent per request. A raw body needs no parse."""
+An inference worker parses the form, not FastAPI on the event loop: that parse was half of what the server
+process spent per request. The parser is ``multipart`` (Bottle's, a sans-I/O push parser that scans with
+``bytes.find``): a small upload's form in 7 µs, where python-multipart, FastAPI's own, took 21 µs on the
+worker that is lenet5's bottleneck (docs/PERFORMANCE.md). A raw body needs no parse."""
 
 from __future__ import annotations
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
 from .errors import InvalidParameter
 
 FIELD = "file"
 RAW_TYPES = ("image/*", "application/octet-stream")  # a body that is the image itself
+MAX_BOUNDARY = 70  # RFC 2046 §5.1.1; every browser's and HTTP library's boundary is shorter
 
 
 def image_bytes(content_type: str, body: bytes) -> bytes:
     """The image's bytes: the body itself under an image (or octet-stream) Content-Type, else the form's
     ``file`` part; InvalidParameter (422) saying what to send otherwise."""
     media_type, options = parse_options_header(content_type)
-    if media_type.startswith(b"image/") or media_type == b"application/octet-stream":
+    if media_type.startswith("image/") or media_type == "application/octet-stream":
         return body
-    if media_type != b"multipart/form-data" or not options.get(b"boundary"):
+    boundary = options.get("boundary", "")
+    if media_type != "multipart/form-data" or not boundary:
         raise InvalidParameter(f"send the image as multipart/form-data in the field '{FIELD}', or as the body "
                                f"with its image Content-Type (image/png, image/jpeg, …); "
                                f"got Content-Type {content_type or 'none'!r}")
-    parts: list[tuple[dict[bytes, bytes], list[bytes]]] = []
-    header = [b"", b""]
-
-    def on_header_end() -> None:
-        parts[-1][0][header[0].lower()] = header[1]
-        header[:] = [b"", b""]
-
-    callbacks = {
-        "on_part_begin": lambda: parts.append(({}, [])),
-        "on_header_field": lambda data, start, end: header.__setitem__(0, header[0] + data[start:end]),
-        "on_header_value": lambda data, start, end: header.__setitem__(1, header[1] + data[start:end]),
-        "on_header_end": on_header_end,
-        "on_part_data": lambda data, start, end: parts[-1][1].append(data[start:end]),
-    }
+    if len(boundary) > MAX_BOUNDARY:
+        raise InvalidParameter(f"the multipart boundary is {len(boundary)} characters; RFC 2046 allows at most "
+                               f"{MAX_BOUNDARY}")
+    names: list[str] = []
+    found: MultipartSegment | None = None
+    chunks: list[bytes] = []
     try:
-        parser = MultipartParser(options[b"boundary"], callbacks)  # type: ignore[arg-type]
-        parser.write(body)
-        parser.finalize()
-    except ValueError as exc:  # MultipartParseError, FormParserError (a boundary over 256 characters…)
+        with PushMultipartParser(boundary, len(body)) as parser:
+            for event in parser.parse(body):
+                if isinstance(event, MultipartSegment):
+                    names.append(event.name or "")
+                    found = event if found is None and event.name == FIELD else found
+                elif event and found is not None and not found.complete:
+                    chunks.append(event)
+    except MultipartError as exc:
         raise InvalidParameter(f"the multipart/form-data body could not be parsed: {exc}") from None
-    names = []
-    for headers, chunks in parts:
-        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
-        name = disposition.get(b"name", b"").decode("latin-1")
-        if name == FIELD:
-            if b"filename" not in disposition and b"filename*" not in disposition:
-                raise InvalidParameter(f"the form field '{FIELD}' must be a file upload (a part with a filename), "
-                                       "not a text value")
-            return b"".join(chunks)
-        names.append(name)
-    found = f" (it has {', '.join(map(repr, names))})" if names else ""
-    raise InvalidParameter(f"the form has no field '{FIELD}'{found}; send the image as the multipart field '{FIELD}'")
+    if found is None:
+        others = f" (it has {', '.join(map(repr, names))})" if names else ""
+        raise InvalidParameter(f"the form has no field '{FIELD}'{others}; send the image as the multipart field "
+                               f"'{FIELD}'")
+    if found.filename is None and "filename*=" not in found.header("Content-Disposition", ""):  # RFC 5987's form
+        raise InvalidParameter(f"the form field '{FIELD}' must be a file upload (a part with a filename), "
+                               "not a text value")
+    return b"".join(chunks)

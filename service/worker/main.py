@@ -84,7 +84,6 @@ def serve(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group; the server stops us
     _die_with_the_server()
     warnings.filterwarnings("ignore", module="PIL")  # a corrupt file's warnings: its own 4xx says enough
-    logging.getLogger("python_multipart").setLevel(logging.CRITICAL)  # its parse errors go back to the client as 422
     with socket.socket(fileno=fd) as sock, sock.makefile("rb") as incoming:
         start = read_message(incoming)
         if not isinstance(start, Start):

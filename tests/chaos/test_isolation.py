@@ -21,7 +21,7 @@ POISON = [
     ("file", DIGIT[: len(DIGIT) // 2], None),
     ("file", png_declaring(100_000, 100_000), None),
     ("file", large_png(6000, 6000), None),  # a real 36 MP image: a heavy worker's job, not the batch's
-    ("file", DIGIT, "b" * 300),  # a boundary python-multipart refuses
+    ("file", DIGIT, "b" * 300),  # a boundary longer than RFC 2046 allows
     ("image", DIGIT, None),
 ]
 

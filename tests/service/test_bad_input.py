@@ -10,7 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from tests.helpers import assert_problem, encode, png_chunk, png_declaring, upload
+from tests.helpers import EXAMPLES, assert_problem, encode, png_chunk, png_declaring, upload
+
+SEVEN = (EXAMPLES / "digit_7.png").read_bytes()
 
 
 @pytest.fixture
@@ -105,12 +107,16 @@ def test_poisoned_png_chunks_are_the_uploads_own_422(client, chunk):
     assert_problem(client.post("/predict", files=upload(png_declaring(8, 8, chunk))), 422)
 
 
-def test_a_multipart_boundary_over_256_characters_is_a_422(client, digit):
-    boundary = "b" * 300
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.png\"\r\n\r\n").encode() \
-        + digit + f"\r\n--{boundary}--\r\n".encode()
-    form = {"content-type": f"multipart/form-data; boundary={boundary}"}
-    assert_problem(client.post("/predict", content=body, headers=form), 422, "multipart")
+def test_a_multipart_boundary_over_rfc_2046s_70_characters_is_a_422(client):
+    def post(boundary: str):
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.png\"\r\n\r\n").encode() \
+            + SEVEN + f"\r\n--{boundary}--\r\n".encode()
+        form = {"content-type": f"multipart/form-data; boundary={boundary}"}
+        return client.post("/predict", content=body, headers=form)
+
+    assert post("b" * 70).json()["predictions"][0]["label"] == "7"
+    assert_problem(post("b" * 71), 422, "boundary is 71 characters", "RFC 2046")
+    assert_problem(post("b" * 300), 422, "boundary is 300 characters")
 
 
 def test_a_body_that_is_neither_a_form_nor_an_image_says_what_to_send(client, digit):
@@ -128,9 +134,23 @@ def test_an_empty_model_or_version_is_a_422_not_the_default(client, digit, query
 
 
 def test_wrong_form_field(client, digit):
-    assert_problem(client.post("/predict", files={"image": ("d.png", digit, "image/png")}), 422, "file")
-    assert_problem(client.post("/predict", data={"file": "not a file"}), 422, "file")
+    assert_problem(client.post("/predict", files={"image": ("d.png", digit, "image/png")}), 422, "no field 'file'",
+                   "it has 'image'")
+    assert_problem(client.post("/predict", data={"file": "not a file"}), 422, "multipart/form-data")  # urlencoded
+    text_field = client.post("/predict", data={"file": "not a file"}, files={"other": ("d.png", digit)})
+    assert_problem(text_field, 422, "must be a file upload")
     assert_problem(client.post("/predict"), 422, "file")
+
+
+def test_the_file_part_is_found_wherever_it_is_and_a_cut_form_is_a_422(client):
+    both = client.post("/predict", data={"note": "a text field first"}, files={"file": ("d.png", SEVEN)})
+    assert both.json()["predictions"][0]["label"] == "7"
+    boundary = "b0undary"
+    head = f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''%C3%A9.png\r\n\r\n"
+    body = head.encode() + SEVEN + f"\r\n--{boundary}--\r\n".encode()
+    form = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    assert client.post("/predict", content=body, headers=form).json()["predictions"][0]["label"] == "7"  # RFC 5987 name
+    assert_problem(client.post("/predict", content=body[:-12], headers=form), 422, "could not be parsed")
 
 
 def test_unknown_route_and_method(client):
