@@ -9,11 +9,15 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# A .venv made before uploads moved to multipart still holds python-multipart, whose `multipart` shim
+# would shadow it: removed first (nothing when it is not there).
 $(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(BIN)/pip uninstall -qq --yes python-multipart
 	$(BIN)/pip install --quiet -e '.[serve]'
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip uninstall -qq --yes python-multipart
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.serve
 
