@@ -23,7 +23,7 @@ from service.worker.protocol import (
     Upload,
     Version,
 )
-from tests.helpers import MODELS, encode, large_png, upload
+from tests.helpers import EXAMPLES, MODELS, encode, large_png, upload
 
 KEY = ("cam_net", "1")
 
@@ -52,6 +52,24 @@ def test_costly_uploads_are_deferred_without_decoding_and_decoded_when_asked(cam
     assert isinstance(cam_net.classify(Classify(KEY, (photo,), light_only=True)).items[0], Deferred)
     heavy = cam_net.classify(Classify(KEY, (big,), light_only=False))
     assert heavy.probabilities.shape == (1, 10)
+
+
+def test_a_batch_keeps_each_uploads_outcome_in_its_place_whatever_stage_it_failed_at(cam_net):
+    """The batch is prepared stage by stage (forms and headers, then decoding, then preprocessing): each upload
+    that fails at any stage gets its own error in its own place, and each good one its own row."""
+    placed = (EXAMPLES / "placed_3.png").read_bytes()
+    noise = encode(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8))
+    cut = encode(np.random.default_rng(1).integers(0, 256, (64, 64, 3), np.uint8))[:-200]  # its header reads fine
+    uploads = (form(placed), Upload(b"--x\r\nnot a form", "multipart/form-data; boundary=x"),
+               form(b"not an image"), form(cut), form(large_png(3000, 3000)), form(noise))
+    reply = cam_net.classify(Classify(KEY, uploads, light_only=True))
+    statuses = [getattr(item, "status", type(item).__name__) for item in reply.items]
+    assert statuses == ["UploadRow", 422, 415, 422, "Deferred", "UploadRow"]
+    assert "could not be parsed" in str(reply.items[1]) and "truncated or corrupt" in str(reply.items[3])
+    for item, data in ((reply.items[0], placed), (reply.items[5], noise)):
+        alone = cam_net.classify(Classify(KEY, (form(data),), light_only=True))
+        assert np.allclose(reply.probabilities[item.row], alone.probabilities[0], atol=1e-6)
+    assert reply.ranking[reply.items[0].row][0] == 3  # placed_3 is a 3
 
 
 @pytest.mark.parametrize("format", ["json", "png", "overlay"])
