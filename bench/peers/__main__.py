@@ -289,18 +289,19 @@ def print_summary(report: dict) -> None:
     for model, entry in report["models"].items():
         bare = entry["ceilings"].get("bare", {}).get("rps")
         print(f"\n{model} (bare-stack ceiling {bare:,.0f} req/s)" if bare else f"\n{model}")
-        print(f"  {'server':<12} {'c=1 p50':>8} {'c=16 req/s':>11} {'of bare':>8} {'p50/p99 c=16':>14} "
+        print(f"  {'server':<13} {'c=1 p50':>8} {'c=16 req/s':>11} {'of bare':>8} {'p50/p99 c=16':>14} "
               f"{'CPU ms/req':>10} {'busy':>6} {'ceiling':>8}")
         for run in entry["rounds"]:
             results, name = run["results"], run["server"]
             one, sixteen = results.get("1"), results.get("16")
-            if not (one and sixteen):
+            if not sixteen:  # a run without concurrency 16 (--concurrency): nothing the issue compares
                 continue
-            ceiling = entry["ceilings"].get(name, {}).get("rps", 0)
+            first = f"{one['p50_ms']:.2f}ms" if one else "–"
+            ceiling = entry["ceilings"].get(name, {}).get("rps")
             share = f"{sixteen['rps'] / bare:.0%}" if bare else "–"
-            print(f"  {name:<12} {one['p50_ms']:>6.2f}ms {sixteen['rps']:>11,.0f} {share:>8} "
+            print(f"  {name:<13} {first:>8} {sixteen['rps']:>11,.0f} {share:>8} "
                   f"{sixteen['p50_ms']:>6.1f}/{sixteen['p99_ms']:<6.1f} {sixteen['cpu_ms_per_request']:>10.3f} "
-                  f"{sixteen['cores_busy_pct']:>5.0f}% {ceiling:>8,.0f}")
+                  f"{sixteen['cores_busy_pct']:>5.0f}% {f'{ceiling:,.0f}' if ceiling else '–':>8}")
 
 
 if __name__ == "__main__":
