@@ -104,7 +104,8 @@ class WorkerModel:
         error, or with ``light_only`` Deferred when it is costly to decode (light_pixels, light_bytes). The
         batch goes stage by stage (every form parsed and header read, then every image decoded, then every
         one preprocessed), so each stage's code stays in the CPU's caches from one upload to the next: a
-        lenet5 batch costs 11–16 % less than upload by upload (docs/PERFORMANCE.md)."""
+        lenet5 batch costs 11–21 % less than upload by upload, for a batch's decoded images held at once
+        (docs/PERFORMANCE.md)."""
         s = self.settings
         results: list[PreparedUpload | Deferred | ProblemError | None] = [None] * len(uploads)
         opened: list[tuple[int, Image.Image, tuple[int, int], float]] = []
