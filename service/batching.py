@@ -1,15 +1,12 @@
 """Dynamic (micro-)batching: requests for one model that arrive together share one ONNX Runtime run.
 
 Each model has a bounded queue and one collector per job a worker can hold. A collector takes the oldest
-request, adds what else is queued up to ``max_batch_size`` images, and dispatches the requests' items as one
-job to an inference worker, which parses, decodes and preprocesses each, stacks them into one run and sends
-each its row back. An item that
+request, adds whatever else is queued (waiting at most ``max_queue_delay_ms`` for more) up to
+``max_batch_size`` images, and dispatches the requests' items as one job to an inference worker, which
+parses, decodes and preprocesses each, stacks them into one run and sends each its row back. An item that
 fails to prepare gets its own error; the rest of the batch runs. An idle service adds no delay at the
-default of 0 ms: batches form from requests that queue up while a run is in progress, and a collector takes
-only its share of the queue (queued ÷ collectors), so the jobs in flight carry about the same and none
-waits behind an outsized one (lenet5 at concurrency 16: p99 under 2× p50, the cores about 90 % busy against
-80 %; docs/PERFORMANCE.md). With ``max_queue_delay_ms`` above 0 a collector waits that long for more, up to
-``max_batch_size``. A full queue answers 503 with Retry-After instead of growing without bound.
+default of 0 ms: batches form from requests that queue up while a run is in progress. A full queue answers
+503 with Retry-After instead of growing without bound.
 """
 
 from __future__ import annotations
@@ -58,9 +55,7 @@ class MicroBatcher(Generic[I, R]):
     async def _gather(self) -> list[_Request[I, R]]:
         batch = [await self._queue.get()]
         deadline = time.monotonic() + self.max_delay
-        share = -(-(self._queue.qsize() + 1) // len(self._collectors))  # ceil: this collector's part of the queue
-        limit = self.max_batch_size if self.max_delay else min(self.max_batch_size, share)
-        while len(batch) < limit:
+        while len(batch) < self.max_batch_size:
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())
                 continue

@@ -75,35 +75,6 @@ def test_batched_rows_equal_single_runs_and_a_bad_upload_spoils_nothing(lenet, m
         assert probabilities.argmax() == mnist_test.labels[index]
 
 
-@pytest.mark.parametrize("collectors, delay_ms, expected", [
-    (2, 0, [5, 3, 1, 1]),  # each its share of what is queued as it starts: ceil(10/2), ceil(5/2), then 1 and 1
-    (1, 0, [8, 2]),     # one collector: all of it, up to max_batch_size
-    (2, 20, [8, 2]),    # with a queue delay a collector gathers up to max_batch_size, as before
-])
-def test_a_collector_takes_its_share_of_the_queue(collectors, delay_ms, expected):
-    sizes: list[int] = []
-
-    async def scenario():
-        release = asyncio.Event()
-
-        async def dispatch(items):
-            sizes.append(len(items))
-            await release.wait()
-            return items
-
-        batcher = MicroBatcher("m", dispatch, max_batch_size=8, max_queue_delay_ms=delay_ms, max_queue=64,
-                               collectors=collectors)
-        submitted = [asyncio.create_task(batcher.submit(i)) for i in range(10)]  # all queued before any gather
-        await asyncio.sleep(0.1)
-        release.set()
-        results = await asyncio.gather(*submitted)
-        await batcher.close()
-        return results
-
-    assert asyncio.run(scenario()) == list(range(10))
-    assert sizes == expected
-
-
 def test_full_queue_answers_503_with_retry_after(lenet):
     async def scenario():
         release = asyncio.Event()
