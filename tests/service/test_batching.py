@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.batching import MicroBatcher
+from service.batching import SHARE_ABOVE, MicroBatcher
 from service.errors import ProblemError, ServiceUnavailable, UnsupportedImage
 from service.manifest import Manifest
 from service.postprocessing import softmax
@@ -73,6 +73,37 @@ def test_batched_rows_equal_single_runs_and_a_bad_upload_spoils_nothing(lenet, m
     for data, probabilities, index in zip(digits, results, range(0, 120, 10), strict=True):
         np.testing.assert_allclose(probabilities, single(data), atol=1e-6)
         assert probabilities.argmax() == mnist_test.labels[index]
+
+
+@pytest.mark.parametrize("queued, collectors, delay_ms, expected", [
+    (30, 2, 0, [15, 8, 7]),  # each its share of what is queued as it starts: 30/2, then 15/2 rounded up, then 7
+    (10, 2, 0, [8, 2]),      # up to SHARE_ABOVE images a collector takes them all
+    (30, 1, 0, [30]),        # one collector: all of it, up to max_batch_size
+    (30, 2, 20, [30]),       # with a queue delay a collector gathers up to max_batch_size
+])
+def test_a_collector_takes_its_share_of_a_long_queue(queued, collectors, delay_ms, expected):
+    assert SHARE_ABOVE == 8  # the expected sizes above assume it
+    sizes: list[int] = []
+
+    async def scenario():
+        release = asyncio.Event()
+
+        async def dispatch(items):
+            sizes.append(len(items))
+            await release.wait()
+            return items
+
+        batcher = MicroBatcher("m", dispatch, max_batch_size=32, max_queue_delay_ms=delay_ms, max_queue=64,
+                               collectors=collectors)
+        submitted = [asyncio.create_task(batcher.submit(i)) for i in range(queued)]  # all queued before a gather
+        await asyncio.sleep(0.1)
+        release.set()
+        results = await asyncio.gather(*submitted)
+        await batcher.close()
+        return results
+
+    assert asyncio.run(scenario()) == list(range(queued))
+    assert sizes == expected
 
 
 def test_full_queue_answers_503_with_retry_after(lenet):
