@@ -129,12 +129,22 @@ def test_each_version_splits_its_runs_only_as_its_logged_timings_say(name, caplo
     assert _threads(sessions.model) == _threads(sessions.gradient) == threads
 
 
-@pytest.mark.parametrize("gain,threads", [(0.0, 2), (1e9, 1)])
-def test_the_split_is_kept_only_when_that_much_faster(gain, threads, monkeypatch):
-    """Whatever the timings: a split that clears the bar is kept, one that cannot is dropped."""
+@pytest.mark.parametrize("gain,threads,windows", [(0.0, 2, 1), (1e9, 1, runtime.TIMING_WINDOWS)])
+def test_the_split_is_kept_only_when_that_much_faster(gain, threads, windows, monkeypatch):
+    """Whatever the timings: a split that clears the bar is kept at once; one that cannot is timed again in
+    every window (a moment's contention must not decide it) and then dropped."""
+    timed = []
+
+    def counted(*args):
+        timed.append(args)
+        return real(*args)
+
+    real = runtime._timed_ms
     monkeypatch.setattr(runtime, "SPLIT_GAIN", gain)
+    monkeypatch.setattr(runtime, "_timed_ms", counted)
     sessions = _load("resnet_small", Settings(intra_op_threads=2))
     assert _threads(sessions.model) == _threads(sessions.gradient) == threads
+    assert len(timed) == windows
 
 
 def test_an_earlier_workers_choice_and_a_heavy_worker_are_not_timed(caplog):
