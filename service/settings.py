@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, description="most images stacked into one ONNX Runtime run")
     max_queue_delay_ms: float = Field(
         0.0, ge=0, description="how long a batch may wait for more requests (0: only what is already queued, and "
-                               "of a queue over 8 images only a job's share)")
+                               "of a queue over batching.SHARE_ABOVE images only a job's share)")
     max_queue: int = Field(256, ge=1, description="requests waiting per model before new ones get 503 + Retry-After")
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="largest request body accepted (413 beyond)")
     max_image_pixels: int = Field(

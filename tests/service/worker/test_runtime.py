@@ -134,12 +134,12 @@ def test_the_split_is_kept_only_when_that_much_faster(gain, threads, windows, mo
     """Whatever the timings: a split that clears the bar is kept at once; one that cannot is timed again in
     every window (a moment's contention must not decide it) and then dropped."""
     timed = []
+    real = runtime._timed_ms
 
     def counted(*args):
         timed.append(args)
         return real(*args)
 
-    real = runtime._timed_ms
     monkeypatch.setattr(runtime, "SPLIT_GAIN", gain)
     monkeypatch.setattr(runtime, "_timed_ms", counted)
     sessions = _load("resnet_small", Settings(intra_op_threads=2))
