@@ -11,7 +11,19 @@ from PIL import Image
 
 from service.errors import InvalidImage, PayloadTooLarge, UnsupportedImage
 from service.manifest import Manifest
-from service.preprocessing import KINDS, _median, _placed, _settled, decode, normalise, open_image, plan_decode, prepare
+from service.preprocessing import (
+    KINDS,
+    _lanczos,
+    _median,
+    _placed,
+    _settled,
+    decode,
+    normalise,
+    open_image,
+    pixels_of,
+    plan_decode,
+    prepare,
+)
 from tests.helpers import encode, manifest, png_chunk, png_declaring
 
 
@@ -182,3 +194,21 @@ def test_a_digit_placed_over_the_canvas_edge_is_cut_off_as_pillow_pastes_it(x, y
     canvas = Image.new("L", (28, 28), 0)
     canvas.paste(Image.fromarray(tile), (x, y))
     np.testing.assert_array_equal(_placed(tile, x, y, (28, 28)), np.asarray(canvas))
+
+
+@pytest.mark.parametrize("mode, shape", [("L", (1, 1)), ("L", (19, 7)), ("RGB", (5, 33)), ("RGB", (64, 64))])
+def test_pixels_of_an_image_are_numpys_view_of_it(mode, shape):
+    pixels = np.random.default_rng(shape).integers(0, 256, (*shape, 3) if mode == "RGB" else shape, dtype=np.uint8)
+    image = Image.fromarray(pixels, mode)
+    got = pixels_of(image)
+    assert got.dtype == np.uint8 and not got.flags.writeable
+    np.testing.assert_array_equal(got, np.asarray(image))
+
+
+@pytest.mark.parametrize("tile_shape, size", [((20, 16), (16, 20)), ((20, 20), (20, 20)), ((1, 20), (20, 1)),
+                                              ((40, 13), (6, 20)), ((7, 5), (20, 14))])
+def test_the_digit_is_resized_as_pillows_lanczos_filter_does(tile_shape, size):
+    """A tile already of its size skips Pillow, so it must be exactly what Pillow would have given."""
+    tile = np.random.default_rng(tile_shape).integers(0, 256, tile_shape, dtype=np.uint8)
+    expected = np.asarray(Image.fromarray(tile).resize(size, Image.Resampling.LANCZOS))
+    np.testing.assert_array_equal(_lanczos(tile, size), expected)
