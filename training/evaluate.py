@@ -24,7 +24,7 @@ def served_inputs(images: np.ndarray | list[Image.Image], manifest: Manifest) ->
     """The model inputs the service would build from these images."""
     if isinstance(images, np.ndarray):
         images = pictures(images)
-    return np.concatenate([prepare(image, manifest).batch for image in images])
+    return prepare(images, manifest)
 
 
 def session(path: Path) -> ort.InferenceSession:

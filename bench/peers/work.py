@@ -12,7 +12,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
@@ -38,14 +37,15 @@ class Work:
         calibration = self.manifest.calibration
         self.temperature = 1.0 if calibration is None else calibration.temperature
 
-    def row(self, image: bytes | Image.Image) -> np.ndarray:
-        picture = image if isinstance(image, Image.Image) else decode(open_image(image, MAX_PIXELS), LONGEST)
-        return prepare(picture, self.manifest).batch
+    @staticmethod
+    def picture(image: bytes | Image.Image) -> Image.Image:
+        return image if isinstance(image, Image.Image) else decode(open_image(image, MAX_PIXELS), LONGEST)
 
     def answers(self, images: list[bytes] | list[Image.Image]) -> list[dict]:
         if self.constant:
             return [CONSTANT] * len(images)
-        logits = self.session.run(["logits"], {"input": np.concatenate([self.row(i) for i in images])})[0]
+        inputs = prepare([self.picture(i) for i in images], self.manifest)
+        logits = self.session.run(["logits"], {"input": inputs})[0]
         probabilities = softmax(logits, self.temperature)
         labels = self.manifest.labels
         return [{"predictions": [{"index": int(i), "label": labels[i], "probability": float(p[i])}

@@ -17,7 +17,7 @@ from .. import openinference
 from ..errors import InvalidImage, ProblemError
 from ..manifest import Manifest
 from ..postprocessing import ranking, softmax
-from ..preprocessing import Prepared, decode, open_image, plan_decode, prepare
+from ..preprocessing import Placed, batch, decode, open_image, place, plan_decode
 from ..settings import Settings
 from ..uploads import image_bytes
 from . import explain
@@ -39,7 +39,7 @@ from .runtime import Sessions
 
 
 class PreparedUpload(NamedTuple):
-    prepared: Prepared
+    placed: Placed
     source_size: tuple[int, int]  # width, height of the uploaded image, before any reduction
     decode_s: float               # the form parse included
     preprocess_s: float
@@ -133,7 +133,7 @@ class WorkerModel:
         for i, image, size, decode_s in decoded:
             started = time.perf_counter()
             try:
-                results[i] = PreparedUpload(prepare(image, self.manifest), size, decode_s,
+                results[i] = PreparedUpload(place(image, self.manifest), size, decode_s,
                                             time.perf_counter() - started)
             except Exception as exc:  # noqa: BLE001 - see _own_error
                 results[i] = _own_error(exc)
@@ -142,20 +142,20 @@ class WorkerModel:
     def classify(self, job: Classify) -> Classified:
         """Prepare every upload, one run for all that prepared. An upload that fails gets its own error;
         the rest of the batch still runs."""
-        results: list[UploadRow | Deferred | ProblemError] = []
-        inputs: list[np.ndarray] = []
-        for outcome in self.prepare(job.uploads, job.light_only, self.settings.working_max_side):
-            if isinstance(outcome, PreparedUpload):
-                results.append(UploadRow(len(inputs), outcome.prepared.inverted, outcome.decode_s,
-                                         outcome.preprocess_s))
-                inputs.append(outcome.prepared.batch)
-            else:
-                results.append(outcome)
-        if not inputs:
+        outcomes = self.prepare(job.uploads, job.light_only, self.settings.working_max_side)
+        placed = [outcome.placed for outcome in outcomes if isinstance(outcome, PreparedUpload)]
+        started = time.perf_counter()
+        inputs = batch(placed, self.manifest) if placed else None
+        share = (time.perf_counter() - started) / max(len(placed), 1)  # the batch's normalisation, per image
+        rows = iter(range(len(placed)))
+        results: list[UploadRow | Deferred | ProblemError] = [
+            UploadRow(next(rows), outcome.placed.inverted, outcome.decode_s, outcome.preprocess_s + share)
+            if isinstance(outcome, PreparedUpload) else outcome for outcome in outcomes]
+        if inputs is None:
             empty = np.empty((0, self.classes))
             return Classified(results, empty, empty.astype(np.int64), 0.0)
         started = time.perf_counter()
-        logits, _ = self.sessions.classify(np.concatenate(inputs))
+        logits, _ = self.sessions.classify(inputs)
         run_s = time.perf_counter() - started
         probabilities = softmax(logits, self._temperature)
         return Classified(results, probabilities, ranking(probabilities), run_s)
@@ -177,16 +177,18 @@ class WorkerModel:
             raise upload
         if isinstance(upload, Deferred):
             return upload
-        prepared = upload.prepared
-        timings = {"decode": upload.decode_s, "preprocess": upload.preprocess_s}
+        placed = upload.placed
+        started = time.perf_counter()
+        inputs = batch((placed,), self.manifest)
         clock = time.perf_counter()
+        timings = {"decode": upload.decode_s, "preprocess": upload.preprocess_s + clock - started}
 
         def lap(stage: str) -> None:
             nonlocal clock
             now = time.perf_counter()
             timings[stage], clock = now - clock, now
 
-        logits, features = self.sessions.classify(prepared.batch)
+        logits, features = self.sessions.classify(inputs)
         probabilities = softmax(logits, self._temperature)[0]
         lap("run")
         index = int(probabilities.argmax()) if job.class_index is None else job.class_index
@@ -198,8 +200,8 @@ class WorkerModel:
         if job.format == "json":
             heatmap = HeatmapArrays(feature_map, input_map)
         else:
-            on_image = explain.to_image_space(input_map, prepared.image.size, prepared.scale, prepared.offset)
-            picture = (explain.overlay(prepared.image, on_image, job.opacity) if job.format == "overlay"
+            on_image = explain.to_image_space(input_map, placed.image.size, placed.scale, placed.offset)
+            picture = (explain.overlay(placed.image, on_image, job.opacity) if job.format == "overlay"
                        else Image.fromarray(explain.colormap(on_image)))
             heatmap = HeatmapPicture(explain.png(picture), picture.size, upload.source_size)
             lap("encode")

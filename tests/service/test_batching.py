@@ -44,7 +44,7 @@ def form(data: bytes) -> Upload:
 def single(data: bytes) -> np.ndarray:
     """The probabilities ONNX Runtime gives this image alone, from the service's own preprocessing."""
     manifest = Manifest.model_validate_json((LENET / "manifest.json").read_text())
-    batch = prepare(decoded(data), manifest).batch
+    batch = prepare([decoded(data)], manifest)
     session = ort.InferenceSession(str(LENET / "model.onnx"), providers=["CPUExecutionProvider"])
     assert manifest.calibration is not None
     return softmax(session.run(["logits"], {"input": batch})[0], manifest.calibration.temperature)[0]  # as served

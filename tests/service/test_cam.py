@@ -42,7 +42,7 @@ def test_heatmaps_equal_the_torch_reference(client, mnist_test, placed_test, nam
     reference_model = load_exported(MODELS / name / "1")
     model_manifest = Manifest.model_validate(manifest(name))
     for data in sample_images(name, mnist_test, placed_test):
-        batch = prepare(decoded(data), model_manifest).batch
+        batch = prepare([decoded(data)], model_manifest)
         for method in (["cam", "gradcam"] if model_manifest.heatmaps.cam else ["gradcam"]):
             for requested in (None, "3"):
                 query = f"method={method}" + (f"&class={requested}" if requested else "")

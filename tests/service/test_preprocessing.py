@@ -13,14 +13,17 @@ from service.errors import InvalidImage, PayloadTooLarge, UnsupportedImage
 from service.manifest import Manifest
 from service.preprocessing import (
     KINDS,
+    Placed,
     _lanczos,
     _median,
     _placed,
     _settled,
+    batch,
     decode,
     normalise,
     open_image,
     pixels_of,
+    place,
     plan_decode,
     prepare,
 )
@@ -29,6 +32,12 @@ from tests.helpers import encode, manifest, png_chunk, png_declaring
 
 def load(data: bytes, longest: int = 4096) -> Image.Image:
     return decode(open_image(data, 10**8), longest)
+
+
+def prepared(data: bytes, model: Manifest) -> tuple[np.ndarray, Placed]:
+    """An upload's model input (1×C×H×W) and where its image went."""
+    placed = place(load(data), model)
+    return batch([placed], model), placed
 
 
 def _png(pixels: np.ndarray, mode: str | None = None) -> bytes:
@@ -41,9 +50,9 @@ def test_inversion_rule_and_mnist_centring():
     lenet = Manifest.model_validate(manifest("lenet5"))
     page = np.full((120, 200), 250, np.uint8)
     page[10:40, 150:160] = 20  # a dark stroke near the top-right corner of a white page
-    prepared = prepare(load(_png(page)), lenet)
-    assert prepared.inverted
-    x = prepared.batch[0, 0]
+    inputs, placed = prepared(_png(page), lenet)
+    assert placed.inverted
+    x = inputs[0, 0]
     assert x.shape == (32, 32) and x[:2].max() == 0  # LeNet's 2-pixel zero border
     ys, xs = np.nonzero(x > 0.2)
     assert ys.max() - ys.min() + 1 in (19, 20, 21)  # longest side scaled to 20 px
@@ -51,12 +60,12 @@ def test_inversion_rule_and_mnist_centring():
     com = (weights.sum(1) @ np.arange(32), weights.sum(0) @ np.arange(32))
     assert abs(com[0] - 15.5) < 1 and abs(com[1] - 15.5) < 1  # centred by mass (28-px centre + 2 pad)
     # The affine map sends the stroke's centre in the page to where it landed in the input.
-    sx, sy = prepared.scale
-    ox, oy = prepared.offset
+    sx, sy = placed.scale
+    ox, oy = placed.offset
     assert abs((155 * sx + ox) - com[1]) < 1.5 and abs((25 * sy + oy) - com[0]) < 1.5
 
     dark = 255 - page
-    assert not prepare(load(_png(dark)), lenet).inverted
+    assert not place(load(_png(dark)), lenet).inverted
 
 
 def _crop_box(x: np.ndarray) -> tuple[int, int]:
@@ -70,13 +79,13 @@ def test_a_photo_with_uneven_light_and_noise_is_cropped_to_the_digit_not_the_sha
     ys, xs = np.mgrid[0:200, 0:200]
     page = 150 + 0.45 * xs - 0.2 * ys + rng.normal(0, 8, (200, 200))  # lit from one side, grainy
     page[60:140, 120:130] -= 110  # a dark "1" off to the right
-    prepared = prepare(load(_png(page.clip(0, 255).astype(np.uint8))), lenet)
-    x = prepared.batch[0, 0]
-    assert prepared.inverted
+    inputs, placed = prepared(_png(page.clip(0, 255).astype(np.uint8)), lenet)
+    x = inputs[0, 0]
+    assert placed.inverted
     assert _crop_box(x)[0] in (19, 20, 21)  # the stroke, 80 px tall, scaled to 20: the shading is not ink
     assert (x > 0.2).sum() < 80  # a thin bar, not a speckled square
-    sx, sy = prepared.scale
-    ox, oy = prepared.offset
+    sx, sy = placed.scale
+    ox, oy = placed.offset
     assert abs((100 * sy + oy) - 15.5) < 1.5  # the stroke's centre lands at the centre
 
 
@@ -84,36 +93,36 @@ def test_light_ink_on_a_mid_grey_page_and_a_digit_touching_the_frame():
     lenet = Manifest.model_validate(manifest("lenet5"))
     page = np.full((64, 64), 120, np.uint8)
     page[5:59, 28:36] = 230  # light ink on grey: polarity from the ink, not from the page's level
-    assert not prepare(load(_png(page)), lenet).inverted
+    assert not place(load(_png(page)), lenet).inverted
     full = np.full((64, 64), 255, np.uint8)
     full[:, 24:40] = 0  # dark ink from the top edge to the bottom one (a full-frame crop)
-    prepared = prepare(load(_png(full)), lenet)
-    assert prepared.inverted and _crop_box(prepared.batch[0, 0])[0] in (19, 20, 21)
+    inputs, placed = prepared(_png(full), lenet)
+    assert placed.inverted and _crop_box(inputs[0, 0])[0] in (19, 20, 21)
 
 
 def test_a_blank_page_stays_blank():
     lenet = Manifest.model_validate(manifest("lenet5"))
     noise = (200 + np.random.default_rng(1).normal(0, 6, (80, 80))).clip(0, 255).astype(np.uint8)
-    assert prepare(load(_png(noise)), lenet).batch.max() == 0
+    assert prepare([load(_png(noise))], lenet).max() == 0
 
 
 def test_transparent_drawing_is_put_on_white():
     lenet = Manifest.model_validate(manifest("lenet5"))
     rgba = np.zeros((64, 64, 4), np.uint8)
     rgba[20:44, 30:34] = (0, 0, 0, 255)  # black ink on a transparent canvas
-    prepared = prepare(load(_png(rgba, "RGBA")), lenet)
-    assert prepared.inverted and prepared.batch.max() > 0.9
+    inputs, placed = prepared(_png(rgba, "RGBA"), lenet)
+    assert placed.inverted and inputs.max() > 0.9
 
 
 def test_letterbox_keeps_aspect_and_pads_with_the_border_colour():
     cam_net = Manifest.model_validate(manifest("cam_net"))
     wide = np.zeros((50, 200, 3), np.uint8)
     wide[...] = (10, 200, 30)
-    prepared = prepare(load(_png(wide)), cam_net)
-    x = prepared.batch[0]
+    inputs, placed = prepared(_png(wide), cam_net)
+    x = inputs[0]
     assert x.shape == (3, 64, 64)
     np.testing.assert_allclose(x[:, 0, 0], np.array([10, 200, 30]) / 255, atol=1e-6)  # padding = border colour
-    assert prepared.scale == (64 / 200, 16 / 50) and prepared.offset == (0.0, 24.0)
+    assert placed.scale == (64 / 200, 16 / 50) and placed.offset == (0.0, 24.0)
 
 
 def test_an_image_of_the_models_size_goes_in_pixel_for_pixel():
@@ -121,9 +130,9 @@ def test_an_image_of_the_models_size_goes_in_pixel_for_pixel():
     identity, as the resize-and-pad would give, so heatmaps land on the same pixels."""
     cam_net = Manifest.model_validate(manifest("cam_net"))
     canvas = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    prepared = prepare(load(_png(canvas)), cam_net)
-    np.testing.assert_array_equal(prepared.batch[0], canvas.transpose(2, 0, 1) * np.float32(1 / 255))
-    assert prepared.scale == (1.0, 1.0) and prepared.offset == (0.0, 0.0)
+    inputs, placed = prepared(_png(canvas), cam_net)
+    np.testing.assert_array_equal(inputs[0], canvas.transpose(2, 0, 1) * np.float32(1 / 255))
+    assert placed.scale == (1.0, 1.0) and placed.offset == (0.0, 0.0)
 
 
 def test_every_shipped_kind_is_known_and_an_unknown_one_is_refused():

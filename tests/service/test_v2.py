@@ -25,7 +25,7 @@ def sample_images(name: str, mnist_test, placed_test) -> list[bytes]:
 def model_input(name: str, images: list[bytes], version: str = "1") -> np.ndarray:
     """The tensor /predict feeds the model, built with the service's own preprocessing."""
     m = Manifest.model_validate_json((MODELS / name / version / "manifest.json").read_text())
-    return np.concatenate([prepare(decoded(data), m).batch for data in images])
+    return prepare([decoded(data) for data in images], m)
 
 
 @pytest.fixture(scope="module")
