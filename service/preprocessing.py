@@ -88,7 +88,7 @@ class Fitted(NamedTuple):
 
 
 class Placed(NamedTuple):
-    """An image placed in the model's input, not yet normalised (``batch`` normalises a batch's in one pass)."""
+    """An image placed in the model's input, not yet normalised (``batch`` normalises a batch of them in one pass)."""
 
     content: np.ndarray          # uint8, the fitted content (H×W or H×W×3), centred in the input by ``batch``
     image: Image.Image           # the decoded, upright upload (gray or RGB, alpha flattened on white), for overlays
@@ -267,13 +267,13 @@ def normalise(pixels: np.ndarray, prep: Preprocessing, size: tuple[int, int]) ->
     Training feeds its tensors through this too."""
     n, channels, height, width = pixels.shape
     gain, shift, padding = _gain_and_shift(prep.scale, tuple(prep.mean), tuple(prep.std))
-    batch = np.empty((n, channels, *size), np.float32)
-    batch[:] = padding
+    inputs = np.empty((n, channels, *size), np.float32)
+    inputs[:] = padding
     y0, x0 = (size[0] - height) // 2, (size[1] - width) // 2
-    place = batch[:, :, y0:y0 + height, x0:x0 + width]
-    np.multiply(pixels, gain, out=place)  # straight from the 8-bit pixels
-    place -= shift
-    return batch
+    content = inputs[:, :, y0:y0 + height, x0:x0 + width]
+    np.multiply(pixels, gain, out=content)  # straight from the 8-bit pixels
+    content -= shift
+    return inputs
 
 
 @lru_cache(maxsize=16)
