@@ -67,7 +67,7 @@ bench: $(VENV)/.dev load-generator
 	$(BIN)/python -m bench
 
 # cnn-serve against mosec, TorchServe, PyTriton, BentoML and LitServe, interleaved, and the bare stack
-# (about 40 minutes; each peer installs into .bench-peers/ from its own package on the first run; TorchServe
+# (about 15 minutes from a fresh clone, 2026-11-28; each peer installs into .bench-peers/ from its own package on the first run; TorchServe
 # needs Debian's Java 17 runtime).
 java-runtime:
 	@command -v java >/dev/null || { $(call apt_install,openjdk-17-jre-headless,TorchServe cannot run); }
