@@ -67,8 +67,8 @@ bench: $(VENV)/.dev load-generator
 	$(BIN)/python -m bench
 
 # cnn-serve against mosec, TorchServe, PyTriton, BentoML and LitServe, interleaved, and the bare stack
-# (about 15 minutes from a fresh clone, 2026-11-28; each peer installs into .bench-peers/ from its own package on the first run; TorchServe
-# needs Debian's Java 17 runtime).
+# (about 15 minutes from a fresh clone, installs included; each peer installs into .bench-peers/ from its own
+# package on the first run; TorchServe needs Debian's Java 17 runtime).
 java-runtime:
 	@command -v java >/dev/null || { $(call apt_install,openjdk-17-jre-headless,TorchServe cannot run); }
 
