@@ -30,6 +30,7 @@ import httpx
 import onnxruntime as ort
 
 from bench.load import require_wrk
+from bench.peers.targets import OURS, judge, render
 from bench.servers import ROOT, Server, free_port
 from service.manifest import Manifest
 from service.settings import Settings
@@ -238,11 +239,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="duration of each load run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "peers-results.json")
+    parser.add_argument("--summary", type=Path, metavar="RESULTS",
+                        help="measure nothing: print the summary and issue 16's verdicts of an earlier run's results")
     args = parser.parse_args()
+    if args.summary:
+        print_summary(json.loads(args.summary.read_text()))
+        return
     require_wrk()
     report: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
                                 "onnxruntime": ort.__version__, "seconds_per_run": args.seconds},
-                    "versions": {}, "models": {}}
+                    "model_version": args.version, "versions": {}, "models": {}}
     for name in args.peers:
         venv = environment(name, PEERS[name])
         report["versions"][name] = {d: installed_version(venv, d) for d in PEERS[name].versions}
@@ -285,12 +291,14 @@ def main() -> None:
 
 
 def print_summary(report: dict) -> None:
-    """Per model, one row per server round: the figures the issue compares."""
+    """Per model, one row per server round with the figures the issue compares; then its targets, judged."""
     for model, entry in report["models"].items():
         bare = entry["ceilings"].get("bare", {}).get("rps")
+        best = max((run["results"]["16"]["rps"] for run in entry["rounds"]
+                    if run["server"] not in OURS and "16" in run["results"]), default=None)
         print(f"\n{model} (bare-stack ceiling {bare:,.0f} req/s)" if bare else f"\n{model}")
-        print(f"  {'server':<13} {'c=1 p50':>8} {'c=16 req/s':>11} {'of bare':>8} {'p50/p99 c=16':>14} "
-              f"{'CPU ms/req':>10} {'busy':>6} {'ceiling':>8}")
+        print(f"  {'server':<13} {'c=1 p50':>8} {'c=16 req/s':>11} {'× peer':>7} {'of bare':>8} {'p50/p99 c=16':>14} "
+              f"{'p99÷p50':>8} {'CPU ms/req (server)':>20} {'busy':>6} {'errors':>7} {'ceiling':>8}")
         for run in entry["rounds"]:
             results, name = run["results"], run["server"]
             one, sixteen = results.get("1"), results.get("16")
@@ -299,10 +307,16 @@ def print_summary(report: dict) -> None:
             first = f"{one['p50_ms']:.2f}ms" if one else "–"
             ceiling = entry["ceilings"].get(name, {}).get("rps")
             share = f"{sixteen['rps'] / bare:.0%}" if bare else "–"
-            print(f"  {name:<13} {first:>8} {sixteen['rps']:>11,.0f} {share:>8} "
-                  f"{sixteen['p50_ms']:>6.1f}/{sixteen['p99_ms']:<6.1f} {sixteen['cpu_ms_per_request']:>10.3f} "
-                  f"{sixteen['cores_busy_pct']:>5.0f}% {f'{ceiling:,.0f}' if ceiling else '–':>8}")
-
+            times = f"{sixteen['rps'] / best:.2f}" if best else "–"
+            server = sixteen["server_process_cpu_ms_per_request"]  # read only where one Python process is the front end
+            cpu = f"{sixteen['cpu_ms_per_request']:.3f}" + (f" ({server:.3f})" if server > 0.01 else "")
+            errors = sum(r["errors"] for r in results.values())
+            print(f"  {name:<13} {first:>8} {sixteen['rps']:>11,.0f} {times:>7} {share:>8} "
+                  f"{sixteen['p50_ms']:>6.1f}/{sixteen['p99_ms']:<6.1f} {sixteen['p99_ms'] / sixteen['p50_ms']:>9.2f} "
+                  f"{cpu:>20} {sixteen['cores_busy_pct']:>5.0f}% {errors:>7} "
+                  f"{f'{ceiling:,.0f}' if ceiling else '–':>8}")
+    version = report.get("model_version")
+    print(f"\nIssue 16's targets{f' (version {version})' if version else ''}:\n{render(judge(report))}")
 
 if __name__ == "__main__":
     main()
