@@ -30,7 +30,7 @@ import httpx
 import onnxruntime as ort
 
 from bench.load import require_wrk
-from bench.peers.targets import OURS, judge, render
+from bench.peers.targets import best_peer, judge, render
 from bench.servers import ROOT, Server, free_port
 from service.manifest import Manifest
 from service.settings import Settings
@@ -294,8 +294,7 @@ def print_summary(report: dict) -> None:
     """Per model, one row per server round with the figures the issue compares; then its targets, judged."""
     for model, entry in report["models"].items():
         bare = entry["ceilings"].get("bare", {}).get("rps")
-        best = max((run["results"]["16"]["rps"] for run in entry["rounds"]
-                    if run["server"] not in OURS and "16" in run["results"]), default=None)
+        best = best_peer(entry)
         print(f"\n{model} (bare-stack ceiling {bare:,.0f} req/s)" if bare else f"\n{model}")
         print(f"  {'server':<13} {'c=1 p50':>8} {'c=16 req/s':>11} {'× peer':>7} {'of bare':>8} {'p50/p99 c=16':>14} "
               f"{'p99÷p50':>8} {'CPU ms/req (server)':>20} {'busy':>6} {'errors':>7} {'ceiling':>8}")
@@ -307,16 +306,17 @@ def print_summary(report: dict) -> None:
             first = f"{one['p50_ms']:.2f}ms" if one else "–"
             ceiling = entry["ceilings"].get(name, {}).get("rps")
             share = f"{sixteen['rps'] / bare:.0%}" if bare else "–"
-            times = f"{sixteen['rps'] / best:.2f}" if best else "–"
+            times = f"{sixteen['rps'] / best[1]:.2f}" if best else "–"
             server = sixteen["server_process_cpu_ms_per_request"]  # read only where one Python process is the front end
             cpu = f"{sixteen['cpu_ms_per_request']:.3f}" + (f" ({server:.3f})" if server > 0.01 else "")
             errors = sum(r["errors"] for r in results.values())
             print(f"  {name:<13} {first:>8} {sixteen['rps']:>11,.0f} {times:>7} {share:>8} "
                   f"{sixteen['p50_ms']:>6.1f}/{sixteen['p99_ms']:<6.1f} {sixteen['p99_ms'] / sixteen['p50_ms']:>9.2f} "
-                  f"{cpu:>20} {sixteen['cores_busy_pct']:>5.0f}% {errors:>7} "
+                  f"{cpu:>20} {sixteen['cores_busy_pct']:>5.1f}% {errors:>7} "
                   f"{f'{ceiling:,.0f}' if ceiling else '–':>8}")
     version = report.get("model_version")
     print(f"\nIssue 16's targets{f' (version {version})' if version else ''}:\n{render(judge(report))}")
+
 
 if __name__ == "__main__":
     main()

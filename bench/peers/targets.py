@@ -38,8 +38,7 @@ def judge(report: dict[str, Any]) -> list[Verdict]:
         at16 = [(name, results["16"]) for name, results in ours if "16" in results]
         verdicts.append(each(f"{model}: p99 ≤ {TAIL_RATIO:g}× p50 at c=16", "{:.2f}",
                              [(name, r["p99_ms"] / r["p50_ms"]) for name, r in at16], operator.le, TAIL_RATIO))
-        best = max(((run["server"], run["results"]["16"]["rps"]) for run in entry["rounds"]
-                    if run["server"] not in OURS and "16" in run["results"]), key=lambda peer: peer[1], default=None)
+        best = best_peer(entry)
         against = [(name, r["rps"] / best[1]) for name, r in at16] if best else []
         peer = f" ({best[0]}, {best[1]:,.0f})" if best else ""
         verdicts.append(each(f"{model}: c=16 req/s ≥ the best peer's{peer}", "{:.2f}×", against, operator.ge, 1))
@@ -62,6 +61,12 @@ def judge(report: dict[str, Any]) -> list[Verdict]:
         verdicts.append(Verdict(f"{model}: zero errors, every server",
                                 f"{errors} in {sum(r['requests'] for r in runs):,} requests", errors == 0))
     return verdicts
+
+
+def best_peer(entry: dict[str, Any]) -> tuple[str, float] | None:
+    """The peer with the most req/s at concurrency 16, and that figure: the one to beat."""
+    return max(((run["server"], run["results"]["16"]["rps"]) for run in entry["rounds"]
+                if run["server"] not in OURS and "16" in run["results"]), key=lambda peer: peer[1], default=None)
 
 
 def label(run: dict[str, Any], rounds: list[dict[str, Any]]) -> str:
