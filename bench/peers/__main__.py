@@ -243,7 +243,10 @@ def main() -> None:
                         help="measure nothing: print the summary and issue 16's verdicts of an earlier run's results")
     args = parser.parse_args()
     if args.summary:
-        print_summary(json.loads(args.summary.read_text()))
+        try:
+            print_summary(json.loads(args.summary.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            parser.error(f"{args.summary} is not a bench.peers results file ({type(exc).__name__}: {exc})")
         return
     require_wrk()
     report: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
