@@ -56,7 +56,7 @@ def judge(report: dict[str, Any]) -> list[Verdict]:
         verdicts.append(each(f"{model}: c=1 p50 below every peer's" + (f" ({fastest:.2f} ms)" if fastest else ""),
                              "{:.2f} ms", [(name, results["1"]["p50_ms"]) for name, results in ours if "1" in results]
                              if fastest else [], operator.lt, fastest or 0))
-        runs = [r for results in [*peers, *(results for _, results in ours)] for r in results.values()]
+        runs = [r for run in entry["rounds"] for r in run["results"].values()]
         errors = sum(r["errors"] for r in runs)
         verdicts.append(Verdict(f"{model}: zero errors, every server",
                                 f"{errors} in {sum(r['requests'] for r in runs):,} requests", errors == 0))
