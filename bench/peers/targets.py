@@ -1,7 +1,8 @@
 """Issue 16's targets judged from one ``bench.peers`` report, so that a run says by itself where cnn-serve stands.
 
 The targets: at concurrency 16, cnn-serve's p99 within 2× its p50 and its throughput at least the best peer's;
-lenet5 at 45 % of the bare stack or more, its server process at 0.15 ms of CPU a request or less and the cores
+lenet5 at 45 % of the bare stack or more, its server process at 0.15 ms of CPU a request or less (also judged
+against the bare stack's CPU a request in the same run, as the issue's 0.15 against its 0.093) and the cores
 90 % busy or more; at concurrency 1 a p50 below every peer's; no errors anywhere. Every cnn-serve round counts
 (the form, the form again, the image as the body): the host drifts, so a target met in its best round only is
 not met.
@@ -18,6 +19,7 @@ OURS = ("cnn-serve", "cnn-serve-raw")
 TAIL_RATIO = 2.0  # p99 ÷ p50 at concurrency 16, at most
 BARE_SHARE = 0.45  # of the bare stack's req/s at concurrency 16, at least
 SERVER_MS = 0.15  # the server process's CPU ms a request at concurrency 16, at most
+ISSUE_BARE_MS = 0.093  # the bare stack's CPU ms a request on the quiet host the issue measured SERVER_MS against
 CORES_BUSY = 90.0  # % at concurrency 16, at least
 STACK_MODEL = "lenet5"  # the model the bare-stack, server-CPU and busy-core targets are set on
 
@@ -43,12 +45,19 @@ def judge(report: dict[str, Any]) -> list[Verdict]:
         peer = f" ({best[0]}, {best[1]:,.0f})" if best else ""
         verdicts.append(each(f"{model}: c=16 req/s ≥ the best peer's{peer}", "{:.2f}×", against, operator.ge, 1))
         if model == STACK_MODEL:
-            bare = entry["ceilings"].get("bare", {}).get("rps")
+            bare = entry["ceilings"].get("bare", {})
+            rps, cpu = bare.get("rps"), bare.get("server_process_cpu_ms_per_request")
             verdicts += [
-                each(f"{model}: c=16 ≥ {BARE_SHARE:.0%} of the bare stack" + (f" ({bare:,.0f})" if bare else ""),
-                     "{:.0%}", [(name, r["rps"] / bare) for name, r in at16] if bare else [], operator.ge, BARE_SHARE),
+                each(f"{model}: c=16 ≥ {BARE_SHARE:.0%} of the bare stack" + (f" ({rps:,.0f})" if rps else ""),
+                     "{:.0%}", [(name, r["rps"] / rps) for name, r in at16] if rps else [], operator.ge, BARE_SHARE),
                 each(f"{model}: server process ≤ {SERVER_MS} ms of CPU a request at c=16", "{:.3f}",
                      [(name, r["server_process_cpu_ms_per_request"]) for name, r in at16], operator.le, SERVER_MS),
+                # The same target against the host's speed in this run: the issue set 0.15 ms where the bare stack
+                # cost 0.093, and this host's speed drifts by half from hour to hour.
+                each(f"{model}: server process ≤ {SERVER_MS / ISSUE_BARE_MS:.2f}× the bare stack's CPU a request "
+                     f"at c=16" + (f" ({cpu:.3f} ms)" if cpu else ""), "{:.2f}×",
+                     [(name, r["server_process_cpu_ms_per_request"] / cpu) for name, r in at16] if cpu else [],
+                     operator.le, SERVER_MS / ISSUE_BARE_MS),
                 each(f"{model}: cores ≥ {CORES_BUSY:.0f} % busy at c=16", "{:.1f} %",
                      [(name, r["cores_busy_pct"]) for name, r in at16], operator.ge, CORES_BUSY),
             ]

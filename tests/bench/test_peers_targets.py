@@ -36,6 +36,10 @@ def test_a_recorded_run_is_judged_as_the_doc_judged_it(session10: dict) -> None:
     share = verdicts["lenet5: c=16 ≥ 45% of the bare stack"]
     assert share.figure == "cnn-serve 59%, cnn-serve again 54%, cnn-serve-raw 71%" and share.met is True
     assert verdicts["lenet5: server process ≤ 0.15 ms of CPU a request at c=16"].met is False  # 0.184–0.191
+    # the same, against this run's bare stack (0.142 ms a request): 0.184 / 0.142, 0.191 / 0.142, 0.154 / 0.142
+    against_bare = verdicts["lenet5: server process ≤ 1.61× the bare stack's CPU a request at c=16"]
+    assert against_bare.target.endswith("(0.142 ms)")
+    assert against_bare.figure == "cnn-serve 1.30×, cnn-serve again 1.35×, cnn-serve-raw 1.08×" and against_bare.met
     cores = verdicts["lenet5: cores ≥ 90 % busy at c=16"]
     assert cores.figure == "cnn-serve 91.3 %, cnn-serve again 88.1 %, cnn-serve-raw 91.4 %" and cores.met is False
     assert verdicts["lenet5: c=1 p50 below every peer's"].met is True
@@ -64,6 +68,7 @@ def test_what_a_run_did_not_measure_is_not_judged(session10: dict) -> None:
     entry["rounds"] = [run for run in entry["rounds"] if run["server"] != "mosec"]
     verdicts = by_target(judge(report))
     assert verdicts["lenet5: c=16 ≥ 45% of the bare stack"].met is None
+    assert verdicts["lenet5: server process ≤ 1.61× the bare stack's CPU a request at c=16"].met is None
     assert verdicts["lenet5: c=16 req/s ≥ the best peer's"].met is None
     assert verdicts["lenet5: c=1 p50 below every peer's"].met is None
     assert "| lenet5: c=1 p50 below every peer's | not measured | not measured |" in render(judge(report))
