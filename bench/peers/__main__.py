@@ -10,6 +10,8 @@ checked equal to cnn-serve's before it is timed. For each model and server: wrk 
 p50/p99, errors), the CPU time per request of the server's processes, how busy the cores were; then each front
 end's constant-answer ceiling, and the bare stack (bench.apps:bare). Each peer's handler splits its runs over
 as many ONNX Runtime threads as cnn-serve's worker chose for the version (timed here the same way, first).
+It ends with the tables, issue 16's targets judged (bench/peers/targets.py) and a chart beside the results
+(bench/peers/plot.py); ``--summary RESULTS [--plot PNG]`` does the same for an earlier run, measuring nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import httpx
 import onnxruntime as ort
 
 from bench.load import require_wrk
+from bench.peers.plot import save as save_chart
 from bench.peers.targets import best_peer, judge, render
 from bench.servers import ROOT, Server, free_port
 from service.manifest import Manifest
@@ -241,12 +244,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "peers-results.json")
     parser.add_argument("--summary", type=Path, metavar="RESULTS",
                         help="measure nothing: print the summary and issue 16's verdicts of an earlier run's results")
+    parser.add_argument("--plot", type=Path, metavar="PNG",
+                        help="draw the run's chart here (a measuring run draws it beside --out unless told)")
     args = parser.parse_args()
+    if args.plot and not args.plot.parent.is_dir():  # said now, not after a quarter of an hour's measuring
+        parser.error(f"--plot {args.plot}: no folder {args.plot.parent}")
     if args.summary:
         try:
-            print_summary(json.loads(args.summary.read_text()))
+            report = json.loads(args.summary.read_text())
+            print_summary(report)
         except (OSError, ValueError, KeyError) as exc:
             parser.error(f"{args.summary} is not a bench.peers results file ({type(exc).__name__}: {exc})")
+        if args.plot:
+            save_chart(report, args.plot)
+            print(f"chart: {args.plot}")
         return
     require_wrk()
     report: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
@@ -290,7 +301,9 @@ def main() -> None:
                     server.stop()
                 args.out.write_text(json.dumps(report, indent=2))
     print_summary(report)
-    print(f"results: {args.out}")
+    chart = args.plot or args.out.with_suffix(".png")
+    save_chart(report, chart)
+    print(f"results: {args.out}\nchart: {chart}")
 
 
 def print_summary(report: dict) -> None:
