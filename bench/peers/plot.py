@@ -46,6 +46,10 @@ def draw(report: dict[str, Any]) -> Figure:
         throughput.legend(fontsize=8)
 
         at16 = [(name, run["results"]["16"]) for name, run in rounds if "16" in run["results"]]
+        if not at16:  # a run measured at other concurrencies only (--concurrency)
+            latency.set_axis_off()
+            latency.text(0.5, 0.5, f"{model}: not measured at 16 clients", ha="center", transform=latency.transAxes)
+            continue
         rows = range(len(at16))
         colours = [colour[name] for name, _ in at16]
         latency.barh(rows, [r["p99_ms"] for _, r in at16], color=colours, alpha=0.35)

@@ -45,6 +45,17 @@ def test_each_model_has_every_round_s_throughput_and_latency(report: dict) -> No
         assert over == {f"{b / a:.2f}×" for a, b in zip(p50, p99, strict=True) if b / a > 2}
 
 
+def test_a_run_without_16_clients_still_draws_its_throughput(report: dict) -> None:
+    partial = json.loads(json.dumps(report))
+    for entry in partial["models"].values():
+        for run in entry["rounds"]:
+            del run["results"]["16"]
+    fig = draw(partial)
+    throughput, latency = fig.axes[0], fig.axes[1]
+    assert [list(line.get_xdata()) for line in throughput.get_lines()][0] == [1, 64]
+    assert not latency.patches and latency.texts[0].get_text() == "lenet5: not measured at 16 clients"
+
+
 def test_the_cli_writes_the_chart_of_a_recorded_run(tmp_path: Path) -> None:
     chart = tmp_path / "peers.png"
     done = subprocess.run([sys.executable, "-m", "bench.peers", "--summary", str(RUN), "--plot", str(chart)],
