@@ -20,7 +20,7 @@ PEER_COLOURS = ["tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
 
 
 def draw(report: dict[str, Any]) -> Figure:
-    """Two panels a model: req/s against concurrency (cnn-serve's rounds bold, in blues), and p50/p99 bars at c=16;
+    """Two panels a model: req/s against concurrency (cnn-serve's rounds bold, in blues), and p50 to p99 at c=16;
     the bare stack's line where its targets are set (lenet5: on resnet_small it would flatten every curve)."""
     models = list(report["models"].items())
     fig, axes = plt.subplots(len(models), 2, figsize=(12, 4.2 * len(models)), squeeze=False)
@@ -50,22 +50,20 @@ def draw(report: dict[str, Any]) -> Figure:
             latency.set_axis_off()
             latency.text(0.5, 0.5, f"{model}: not measured at 16 clients", ha="center", transform=latency.transAxes)
             continue
-        rows = range(len(at16))
-        colours = [colour[name] for name, _ in at16]
-        latency.barh(rows, [r["p99_ms"] for _, r in at16], color=colours, alpha=0.35)
-        latency.barh(rows, [r["p50_ms"] for _, r in at16], color=colours)
-        for row, (_, r) in zip(rows, at16, strict=True):
+        for row, (name, r) in enumerate(at16):  # a dumbbell: bars from 0 would mislead on a log scale
+            latency.plot([r["p50_ms"], r["p99_ms"]], [row, row], "-o", color=colour[name], linewidth=3, markersize=7)
             ratio = r["p99_ms"] / r["p50_ms"]
-            latency.text(r["p99_ms"], row, f" {ratio:.2f}×", va="center", fontsize=8,
+            latency.text(r["p99_ms"], row, f"  {ratio:.2f}×", va="center", fontsize=8,
                          color="tab:red" if ratio > TAIL_RATIO else "black")
-        latency.set_yticks(list(rows), [name for name, _ in at16])
-        latency.invert_yaxis()
+        latency.set_yticks(range(len(at16)), [name for name, _ in at16])
+        latency.set_ylim(len(at16) - 0.5, -0.5)  # the first round on top, as in the tables
         latency.set_xscale("log")
         latency.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
         latency.xaxis.set_major_formatter(ScalarFormatter())
         latency.xaxis.set_minor_formatter(NullFormatter())
-        latency.set_xlabel(f"ms, log scale: p50 dark, p99 light; p99 ÷ p50 beside (red: over {TAIL_RATIO:g}×)")
-        latency.set_title(f"{model}: latency at 16 clients")
+        latency.set_xlim(right=max(r["p99_ms"] for _, r in at16) * 1.6)  # room for the ratios
+        latency.set_xlabel(f"ms (log scale); p99 ÷ p50 beside, red over {TAIL_RATIO:g}×")
+        latency.set_title(f"{model}: p50 (left dot) to p99 (right dot) at 16 clients")
         latency.grid(alpha=0.3, axis="x")
     version = report.get("model_version")
     fig.suptitle(f"bench.peers: cnn-serve against its peers{f' (model version {version})' if version else ''}")

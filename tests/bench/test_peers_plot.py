@@ -34,12 +34,14 @@ def test_each_model_has_every_round_s_throughput_and_latency(report: dict) -> No
             assert list(lines[name].get_ydata()) == [run["results"][str(c)]["rps"] for c in concurrencies]
         # the bare stack drawn only where its targets are set
         assert any(label.startswith("bare stack") for label in lines) == (model == "lenet5")
-        bars = latency.patches
         p99 = [run["results"]["16"]["p99_ms"] for run in entry["rounds"]]
         p50 = [run["results"]["16"]["p50_ms"] for run in entry["rounds"]]
-        assert [bar.get_width() for bar in bars] == p99 + p50
-        # the same colour for a round in both panels
-        assert [to_hex(bar.get_facecolor()[:3]) for bar in bars[len(p99):]] == \
+        spans = latency.get_lines()
+        assert [list(span.get_xdata()) for span in spans] == [[a, b] for a, b in zip(p50, p99, strict=True)]
+        # the same colour for a round in both panels, the rounds in the tables' order
+        assert [tick.get_text() for tick in latency.get_yticklabels()] == [label(run, entry["rounds"])
+                                                                         for run in entry["rounds"]]
+        assert [to_hex(span.get_color()) for span in spans] == \
             [to_hex(lines[tick.get_text()].get_color()) for tick in latency.get_yticklabels()]
         over = {text.get_text().strip() for text in latency.texts if text.get_color() == "tab:red"}
         assert over == {f"{b / a:.2f}×" for a, b in zip(p50, p99, strict=True) if b / a > 2}
@@ -53,7 +55,7 @@ def test_a_run_without_16_clients_still_draws_its_throughput(report: dict) -> No
     fig = draw(partial)
     throughput, latency = fig.axes[0], fig.axes[1]
     assert [list(line.get_xdata()) for line in throughput.get_lines()][0] == [1, 64]
-    assert not latency.patches and latency.texts[0].get_text() == "lenet5: not measured at 16 clients"
+    assert not latency.get_lines() and latency.texts[0].get_text() == "lenet5: not measured at 16 clients"
 
 
 def test_the_cli_writes_the_chart_of_a_recorded_run(tmp_path: Path) -> None:
