@@ -1,13 +1,15 @@
 # Two commands matter: `make serve` (set up + start the service on the shipped models) and
 # `make test` (set up + run every test). Everything installs into .venv from this project's files.
-PYTHON ?= python3
+# The interpreter .venv is built from: PYTHON=/path/to/python3, or by default the fastest build of python3's
+# version on this machine (a distribution's optimised build over a plain source build: tools/fastest_python.py).
+PYTHON ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: serve check test models bench bench-peers java-runtime load-generator container-runtime browser clean
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@python="$(PYTHON)"; [ -n "$$python" ] || python=$$(python3 tools/fastest_python.py) && "$$python" -m venv $(VENV)
 
 # A .venv made before uploads moved to multipart still holds python-multipart, whose `multipart` shim
 # would shadow it: removed first (nothing when it is not there).
