@@ -8,7 +8,7 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 RUN /opt/venv/bin/pip install --no-compile '.[serve]' \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
- && cd /opt/venv/lib/python3*/site-packages && rm -rf pip* setuptools* pkg_resources _distutils_hack
+ && cd /opt/venv/lib/python3*/site-packages && rm -rf pip* setuptools* pkg_resources _distutils_hack distutils-precedence.pth
 
 FROM python:3.11-slim AS runtime
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
