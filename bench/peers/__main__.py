@@ -311,7 +311,11 @@ def main() -> None:
 
 
 def print_summary(report: dict) -> None:
-    """Per model, one row per server round with the figures the issue compares; then its targets, judged."""
+    """What it ran on; per model, one row per server round with the figures the issue compares; then its targets,
+    judged."""
+    machine = report["machine"]
+    print(f"Python {machine['python']} ({machine.get('interpreter', 'which build was not recorded')}), "
+          f"ONNX Runtime {machine['onnxruntime']}, {machine['seconds_per_run']:g} s a point")
     for model, entry in report["models"].items():
         bare = entry["ceilings"].get("bare", {}).get("rps")
         best = best_peer(entry)
