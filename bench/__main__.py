@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.load import require_wrk
+from bench.machine import software
 from bench.servers import ROOT, Server, rss_mb
 from service.settings import Settings
 from service.worker.runtime import session_options
@@ -73,8 +74,7 @@ def main() -> None:
     one_thread = settings.model_copy(update={"intra_op_threads": 1})
     all_cores = settings.model_copy(update={"intra_op_threads": len(os.sched_getaffinity(0))})
     report: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                                "python": platform.python_version(), "onnxruntime": ort.__version__,
-                                "load_generator": wrk_version(wrk)},
+                                **software(), "load_generator": wrk_version(wrk)},
                     "settings": {"inference_workers": settings.inference_workers,
                                  "intra_op_threads": settings.intra_op_threads},
                     "models": {}}

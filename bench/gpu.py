@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.loadgen import Target, load, upload
+from bench.machine import software
 from service.manifest import Manifest
 from service.settings import Settings
 from service.worker.model import WorkerModel
@@ -295,8 +295,7 @@ def main() -> None:
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                          text=True).stdout.strip() if cuda else "none (dry run: CPU only)"
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": {
-        "gpu": gpu, "cores": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort.__version__,
-        "providers": ort.get_available_providers()}}
+        "gpu": gpu, "cores": os.cpu_count(), **software(), "providers": ort.get_available_providers()}}
     print(f"GPU: {gpu}; ONNX Runtime {ort.__version__}", flush=True)
     report["raw"] = {name: raw(name, cuda, args.raw_seconds) for name in IMAGES}
     print(f"raw done ({time.monotonic() - started:.0f} s)", flush=True)

@@ -32,6 +32,7 @@ import httpx
 import onnxruntime as ort
 
 from bench.load import require_wrk
+from bench.machine import INTERPRETER, software
 from bench.peers.plot import save as save_chart
 from bench.peers.targets import best_peer, judge, render
 from bench.servers import ROOT, Server, free_port
@@ -44,9 +45,6 @@ MODELS = ROOT / "models"
 EXAMPLES = {"mnist": ROOT / "examples" / "digit_7.png", "placed": ROOT / "examples" / "placed_3.png"}
 # What every peer's environment has beside its own package: the handler's work (bench/peers/work.py).
 COMMON = [f"onnxruntime=={ort.__version__}", "pillow", "pydantic>=2"]
-# Every Python server here runs on this interpreter (the peers' environments are built from it), and its build moves
-# every figure: a distribution's optimised one runs the same code a quarter faster (tools/fastest_python.py).
-INTERPRETER = str(Path(sys.executable).resolve())
 SERVICE_ENV = {"CNNSERVE_LOG_LEVEL": "warning"}
 
 
@@ -79,7 +77,8 @@ PEERS: dict[str, Peer] = {
 
 
 def environment(name: str, peer: Peer) -> Path:
-    """The peer's virtual environment, made from its own packages on first use or on another interpreter."""
+    """The peer's virtual environment, made from its own packages on first use or on another interpreter (every
+    server in a run is measured on the same one)."""
     venv = ENVS / name
     marker = venv / ".installed"
     wanted = " ".join([INTERPRETER, *peer.packages, *COMMON])
@@ -263,9 +262,8 @@ def main() -> None:
             print(f"chart: {args.plot}")
         return
     require_wrk()
-    report: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                                "interpreter": INTERPRETER,
-                                "onnxruntime": ort.__version__, "seconds_per_run": args.seconds},
+    report: dict = {"machine": {"cpu": platform.processor() or platform.machine(), **software(),
+                                "seconds_per_run": args.seconds},
                     "model_version": args.version, "versions": {}, "models": {}}
     for name in args.peers:
         venv = environment(name, PEERS[name])
