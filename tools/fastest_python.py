@@ -60,12 +60,13 @@ def milliseconds(python: str) -> float:
 
 def main() -> None:
     pythons = candidates()
+    if not pythons:
+        sys.exit(f"no Python {sys.version_info.major}.{sys.version_info.minor} here can build a virtual environment: "
+                 "install its venv module (Debian: python3-venv), or name one with PYTHON=...")
     timed = dict.fromkeys(pythons, float("inf"))
     for _ in range(ROUNDS):  # the best of each kept: a moment of other load on the machine must not decide
         for python in pythons:
             timed[python] = min(timed[python], milliseconds(python))
-    if not timed:
-        sys.exit(f"no {sys.executable} can build a virtual environment: install its venv module (python3-venv)")
     fastest = min(timed, key=lambda python: timed[python])
     listing = ", ".join(f"{python} {ms:.1f} ms" for python, ms in timed.items())
     print(f"python for .venv: {fastest} (a pure-Python workload: {listing}; PYTHON=... to choose)", file=sys.stderr)
