@@ -1,5 +1,6 @@
 """What a benchmark ran on, recorded with its results: the interpreter's build moves every figure (a distribution's
-optimised CPython runs the same code a quarter faster than a plain source build: tools/fastest_python.py)."""
+optimised CPython runs the same code in about a quarter less time than a plain source build:
+tools/fastest_python.py)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Why: the service's server process is Python from end to end, and CPython's speed depends on how it was built.
 A distribution's interpreter (Debian's, Ubuntu's, the official container images') is compiled with
 profile-guided and link-time optimisation; a plain source build (pyenv's default, without
-``--enable-optimizations``) runs the same code about a quarter slower, and on a 2-core machine that is a
+``--enable-optimizations``) takes about a third longer over the same code, and on a 2-core machine that is a
 fifth of the service's throughput (docs/PERFORMANCE.md). Which is first on PATH is an accident of the
 machine's setup, so the candidates of the same minor version are timed on a short pure-Python workload and
 the fastest wins; only the same minor version is considered, since pinned wheels (torch) are built for it.
