@@ -146,6 +146,8 @@ class Quantization(BaseModel):
     weights: str
     activations: str
     calibration: str
+    float_nodes: list[str] = Field(default_factory=list, description="nodes left float32, since int8 ran them "
+                                   "slower (training.quantize: FLOAT_FIRST_GAIN)")
     source_version: str
     source_test_accuracy: float
     accuracy_drop: float
