@@ -91,6 +91,15 @@ def manifest(name: str, version: str = "1") -> dict[str, Any]:
     return data
 
 
+def float_convolutions(model: Path) -> list[str]:
+    """The convolutions of a QDQ model that run in float32: those whose weights no DequantizeLinear makes."""
+    import onnx  # training's dependency, not the service's
+
+    graph = onnx.load(model).graph
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    return [node.name for node in graph.node if node.op_type == "Conv" and node.input[1] not in dequantized]
+
+
 def encode(pixels: np.ndarray, fmt: str = "PNG", **save: Any) -> bytes:
     """uint8 H×W or C×H×W / H×W×C array → image file bytes."""
     if pixels.ndim == 3 and pixels.shape[0] in (1, 3):

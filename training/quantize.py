@@ -7,7 +7,7 @@ training images (every class): their min-max, or, when that loses more than the 
 The first convolution stays float32 where that makes a run clearly faster (FLOAT_FIRST_GAIN): int8 kernels
 pay on wide reductions, and lenet5's first convolution, 25 values into 6 maps, ran 2.8× slower in int8 than
 in float32 (28 against 10 µs an image), which made the whole int8 model slower than the float one. In the
-other shipped models it gains at most 1.15× or costs up to 2×: the pooling after a float32 convolution then
+other shipped models it gains at most 1.17× or costs up to 2.1×: the pooling after a float32 convolution then
 runs on uint8 in NCHW, ONNX Runtime's slow path (docs/PERFORMANCE.md).
 The Grad-CAM graph and the CAM weights stay float: the int8 model's feature maps are dequantized floats,
 so the same head gradient applies — the int8 manifest points at the source version's ``gradcam.onnx``
@@ -43,7 +43,7 @@ RANGES: dict[str, tuple[CalibrationMethod, dict[str, float]]] = {
     "99.99th percentile": (CalibrationMethod.Percentile, {"CalibPercentile": 99.99}),
 }
 # The first convolution is left float32 only when the model then runs this much faster: a bar far above the
-# timing's noise, so that the same model comes out of every run (lenet5 1.8×; the next best, mnist_cnn_b, 1.15×).
+# timing's noise, so that the same model comes out of every run (lenet5 1.8×; the next best, mnist_cnn_b, 1.10–1.17×).
 FLOAT_FIRST_GAIN = 1.3
 TIMED_IMAGES, TIMED_ROUNDS = 8, 5
 

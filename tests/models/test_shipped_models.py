@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from service.manifest import Manifest
-from tests.helpers import MODELS, SHIPPED, VERSIONS, leaves, manifest, to_rounding
+from tests.helpers import MODELS, SHIPPED, VERSIONS, float_convolutions, leaves, manifest, to_rounding
 from training import evaluate
 from training.export import served_metrics, stored_parameter_count
 from training.external import external_sets
@@ -74,6 +74,10 @@ def test_int8_versions_keep_the_accuracy(name, version):
     assert source["precision"] == "float32"
     assert m["metrics"]["test_accuracy"] >= source["metrics"]["test_accuracy"] - 0.005
     assert m["summary"] == source["summary"]
+    # What runs in float32 is what the manifest says: lenet5's first convolution (training.quantize), nothing else.
+    float_nodes = m["export"]["quantization"].get("float_nodes", [])
+    assert float_convolutions(MODELS / name / version / "model.onnx") == float_nodes
+    assert float_nodes == (["node_conv2d"] if name == "lenet5" else [])
 
 
 @pytest.mark.parametrize("name", SHIPPED)
