@@ -45,7 +45,7 @@ RANGES: dict[str, tuple[CalibrationMethod, dict[str, float]]] = {
 # The first convolution is left float32 only when the model then runs this much faster: a bar far above the
 # timing's noise, so that the same model comes out of every run (lenet5 1.8×; the next best, mnist_cnn_b, 1.10–1.17×).
 FLOAT_FIRST_GAIN = 1.3
-TIMED_IMAGES, TIMED_ROUNDS = 8, 5
+TIMED_IMAGES, TIMED_RUNS, TIMED_ROUNDS = 8, 20, 5  # a batch of 8, 20 runs a round, the best of 5 rounds
 
 
 class QuantizationRejected(ExportError):
@@ -119,13 +119,15 @@ def _first_convolution_float_if_faster(prepared: Path, staging: Path, calibratio
                                        method: CalibrationMethod, options: dict[str, float]) -> tuple[str, ...]:
     """Quantize again with the first convolution left float32; keep that model in ``staging`` (and return the
     node left float) if it runs FLOAT_FIRST_GAIN times faster than the all-int8 one there, else drop it."""
-    first = next(node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv")
+    first = next((node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"), None)
+    if first is None:
+        return ()
     trial = staging / f"first-float-{MODEL_FILE}"
     _quantize(prepared, trial, calibration, method, options, (first,))
     int8_us, trial_us = _microseconds_an_image([staging / MODEL_FILE, trial], calibration[:TIMED_IMAGES])
     faster = int8_us >= FLOAT_FIRST_GAIN * trial_us
-    print(f"first convolution ({first}) float32: {trial_us:.1f} µs an image against {int8_us:.1f} all int8 "
-          f": {'kept' if faster else 'not kept'} (the bar: {FLOAT_FIRST_GAIN}× faster)", flush=True)
+    print(f"first convolution ({first}) float32: {trial_us:.1f} µs an image against {int8_us:.1f} all int8: "
+          f"{'kept' if faster else 'not kept'} (the bar: {FLOAT_FIRST_GAIN}× faster)", flush=True)
     if not faster:
         trial.unlink()
         return ()
@@ -141,9 +143,9 @@ def _microseconds_an_image(models: list[Path], batch: np.ndarray) -> list[float]
         for index, model in enumerate(sessions):
             model.run(None, {"input": batch})
             start = time.perf_counter()
-            for _ in range(20):
+            for _ in range(TIMED_RUNS):
                 model.run(None, {"input": batch})
-            best[index] = min(best[index], (time.perf_counter() - start) / 20 / len(batch) * 1e6)
+            best[index] = min(best[index], (time.perf_counter() - start) / TIMED_RUNS / len(batch) * 1e6)
     return best
 
 

@@ -34,8 +34,8 @@ def test_quantize_writes_an_int8_version_beside_the_float_one(repository):
     assert json.loads((repository / "lenet5" / "config.json").read_text()) == {"default_version": "1"}
     # The float head's gradient graph is shared with version 1, not copied.
     assert manifest.heatmaps.gradcam_graph.file == "../1/gradcam.onnx" and not (directory / "gradcam.onnx").exists()
-    # lenet5's first convolution (25 values into 6 maps) runs 1.8× slower in int8, far past FLOAT_FIRST_GAIN: it
-    # alone stays float32, the other two are int8.
+    # All int8, lenet5 runs 1.8× slower than with its first convolution (25 values into 6 maps) in float32, far
+    # past FLOAT_FIRST_GAIN: that convolution alone stays float32, the other two are int8.
     assert manifest.export.quantization.float_nodes == float_convolutions(directory / "model.onnx") == ["node_conv2d"]
 
 
