@@ -18,7 +18,6 @@ repository's size.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from service.manifest import MODEL_FILE, FileEntry, Manifest, Quantization
+from service.worker.runtime import TIMED_ROWS, timed_ms
 
 from . import evaluate
 from .data import training_set
@@ -45,7 +45,6 @@ RANGES: dict[str, tuple[CalibrationMethod, dict[str, float]]] = {
 # The first convolution is left float32 only when the model then runs this much faster: a bar far above the
 # timing's noise, so that the same model comes out of every run (lenet5 1.8×; the next best, mnist_cnn_b, 1.10–1.17×).
 FLOAT_FIRST_GAIN = 1.3
-TIMED_IMAGES, TIMED_RUNS, TIMED_ROUNDS = 8, 20, 5  # a batch of 8, 20 runs a round, the best of 5 rounds
 
 
 class QuantizationRejected(ExportError):
@@ -124,8 +123,10 @@ def _first_convolution_float_if_faster(prepared: Path, staging: Path, calibratio
         return ()
     trial = staging / f"first-float-{MODEL_FILE}"
     _quantize(prepared, trial, calibration, method, options, (first,))
-    int8_us, trial_us = _microseconds_an_image([staging / MODEL_FILE, trial], calibration[:TIMED_IMAGES])
-    faster = int8_us >= FLOAT_FIRST_GAIN * trial_us
+    int8_ms, trial_ms = timed_ms(evaluate.session(staging / MODEL_FILE), evaluate.session(trial),
+                                 calibration[:TIMED_ROWS])
+    faster = int8_ms >= FLOAT_FIRST_GAIN * trial_ms
+    int8_us, trial_us = (ms * 1e3 / TIMED_ROWS for ms in (int8_ms, trial_ms))
     print(f"first convolution ({first}) float32: {trial_us:.1f} µs an image against {int8_us:.1f} all int8: "
           f"{'kept' if faster else 'not kept'} (the bar: {FLOAT_FIRST_GAIN}× faster)", flush=True)
     if not faster:
@@ -133,20 +134,6 @@ def _first_convolution_float_if_faster(prepared: Path, staging: Path, calibratio
         return ()
     trial.replace(staging / MODEL_FILE)
     return (first,)
-
-
-def _microseconds_an_image(models: list[Path], batch: np.ndarray) -> list[float]:
-    """Each model's best time for a run of ``batch`` on one thread, the models timed in turn, round by round."""
-    sessions = [evaluate.session(path) for path in models]
-    best = [float("inf")] * len(models)
-    for _ in range(TIMED_ROUNDS):
-        for index, model in enumerate(sessions):
-            model.run(None, {"input": batch})
-            start = time.perf_counter()
-            for _ in range(TIMED_RUNS):
-                model.run(None, {"input": batch})
-            best[index] = min(best[index], (time.perf_counter() - start) / TIMED_RUNS / len(batch) * 1e6)
-    return best
 
 
 def _check_and_describe(manifest: Manifest, staging: Path, version: str, calibrated_on: int,

@@ -159,10 +159,11 @@ def open_session(model: bytes, settings: Settings, options: ort.SessionOptions,
     return session, None
 
 
-def _timed_ms(split: ort.InferenceSession, single: ort.InferenceSession, batch: np.ndarray) -> tuple[float, float]:
-    """Each session's best run, in ms, of runs taken in turn (after a few that set up the shape and let the
-    threads spread over the cores): a core that is busy for a moment slows both alike."""
-    feeds = {session: {session.get_inputs()[0].name: batch} for session in (split, single)}
+def timed_ms(first: ort.InferenceSession, second: ort.InferenceSession, batch: np.ndarray) -> tuple[float, float]:
+    """Each session's best run of ``batch``, in ms, of runs taken in turn (after a few that set up the shape and
+    let the threads spread over the cores): a core that is busy for a moment slows both alike. (Also how
+    training.quantize compares two int8 models.)"""
+    feeds = {session: {session.get_inputs()[0].name: batch} for session in (first, second)}
     best = dict.fromkeys(feeds, float("inf"))
     for turn in range(SET_UP_RUNS + TIMED_TURNS):
         for session, feed in feeds.items():
@@ -170,7 +171,7 @@ def _timed_ms(split: ort.InferenceSession, single: ort.InferenceSession, batch: 
             session.run(None, feed)
             if turn >= SET_UP_RUNS:
                 best[session] = min(best[session], (time.perf_counter() - started) * 1e3)
-    return best[split], best[single]
+    return best[first], best[second]
 
 
 def worth_splitting(split: ort.InferenceSession, single: ort.InferenceSession, input_shape: tuple[int, ...],
@@ -185,7 +186,7 @@ def worth_splitting(split: ort.InferenceSession, single: ort.InferenceSession, i
         if window:
             time.sleep(WINDOW_GAP_S)
         try:
-            split_now, single_now = _timed_ms(split, single, batch)
+            split_now, single_now = timed_ms(split, single, batch)
         except Exception:  # noqa: BLE001 - whatever ONNX Runtime raised; the version's own runs will report it
             return False
         split_ms, single_ms = min(split_ms, split_now), min(single_ms, single_now)

@@ -134,14 +134,14 @@ def test_the_split_is_kept_only_when_that_much_faster(gain, threads, windows, mo
     """Whatever the timings: a split that clears the bar is kept at once; one that cannot is timed again in
     every window (a moment's contention must not decide it) and then dropped."""
     timed = []
-    real = runtime._timed_ms
+    real = runtime.timed_ms
 
     def counted(*args):
         timed.append(args)
         return real(*args)
 
     monkeypatch.setattr(runtime, "SPLIT_GAIN", gain)
-    monkeypatch.setattr(runtime, "_timed_ms", counted)
+    monkeypatch.setattr(runtime, "timed_ms", counted)
     sessions = _load("resnet_small", Settings(intra_op_threads=2))
     assert _threads(sessions.model) == _threads(sessions.gradient) == threads
     assert len(timed) == windows
