@@ -33,7 +33,7 @@ def load(start: Start) -> tuple[dict[Key, WorkerModel], Started]:
     outcomes: dict[Key, Loaded | str] = {}
     for key, version in start.versions.items():
         try:
-            model = WorkerModel.load(version, start.settings, start.heavy, start.threads.get(key))
+            model = WorkerModel.load(version, start.settings, start.heavy, start.plans.get(key))
         except (ValueError, ProviderUnavailable) as exc:  # our own checks: the message says it all
             outcomes[key] = str(exc)
             continue
@@ -42,7 +42,7 @@ def load(start: Start) -> tuple[dict[Key, WorkerModel], Started]:
             outcomes[key] = f"ONNX Runtime could not load it: {str(exc).strip().splitlines()[0]}"
             continue
         models[key] = model
-        outcomes[key] = Loaded(model.sessions.providers, model.sessions.threads, model.sessions.fallback)
+        outcomes[key] = Loaded(model.sessions.providers, model.sessions.plan, model.sessions.fallback)
     return models, Started(outcomes)
 
 

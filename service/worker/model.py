@@ -31,6 +31,7 @@ from .protocol import (
     HeatmapPicture,
     Infer,
     Inferred,
+    RunPlan,
     Upload,
     UploadRow,
     Version,
@@ -74,15 +75,15 @@ class WorkerModel:
         self._cam_weights = None if cam is None else np.asarray(cam.weights, np.float32)
 
     @classmethod
-    def load(cls, version: Version, settings: Settings, heavy: bool, threads: int | None = None) -> WorkerModel:
-        """Verified sessions for the version, every batch shape it will see already run once (``threads``: see
+    def load(cls, version: Version, settings: Settings, heavy: bool, plan: RunPlan | None = None) -> WorkerModel:
+        """Verified sessions for the version, every batch shape it will see already run once (``plan``: see
         Sessions.load)."""
         manifest = version.manifest
         model_file, gradient_file = manifest.graph_files
         input_shape = tuple(manifest.input.shape[1:])
         sessions = Sessions.load(read_verified(version.directory, model_file, manifest),
                                  read_verified(version.directory, gradient_file, manifest), settings, input_shape,
-                                 f"{manifest.name}/{manifest.version}", heavy, threads)
+                                 f"{manifest.name}/{manifest.version}", heavy, plan)
         sessions.warm_up(input_shape, len(manifest.labels))
         return cls(manifest, sessions, settings)
 

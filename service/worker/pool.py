@@ -30,7 +30,7 @@ from collections.abc import Callable
 from ..errors import ServiceUnavailable
 from ..heap import malloc_tunables
 from ..settings import Settings
-from .protocol import HEADER, Job, Key, Loaded, Reply, Start, Started, Version, frame
+from .protocol import HEADER, Job, Key, Loaded, Reply, RunPlan, Start, Started, Version, frame
 
 log = logging.getLogger("service.worker.pool")
 STOP_WAIT_S = 2.0  # at shutdown, a worker busy past this is killed (its requests have had the grace period)
@@ -162,7 +162,7 @@ class WorkerPool:
         self.name, self.settings, self.count, self.slots, self.heavy = name, settings, count, slots, heavy
         self._on_started = on_started
         self._versions: dict[Key, Version] = {}
-        self._threads: dict[Key, int] = {}
+        self._plans: dict[Key, RunPlan] = {}
         self._free: asyncio.Queue[Worker] = asyncio.Queue()  # one entry per free slot
         self._workers: list[Worker] = []
         self._restarts: set[asyncio.Task[None]] = set()
@@ -188,18 +188,18 @@ class WorkerPool:
 
     async def start(self, versions: dict[Key, Version]) -> Started:
         """Start the workers and wait until each has loaded ``versions``; the first one's report. The first
-        starts alone: it times how many threads each version's runs are worth (runtime.Sessions.load), on cores
-        nothing else is using, and every other worker of the lane, successors included, takes its word."""
+        starts alone: it times how each version runs fastest (runtime.plan_runs), on cores nothing else is using,
+        and every other worker of the lane, successors included, takes its word."""
         self._versions = versions
         first, report = await self._spawn()
-        self._threads = {key: loaded.threads for key, loaded in report.versions.items() if isinstance(loaded, Loaded)}
+        self._plans = {key: loaded.plan for key, loaded in report.versions.items() if isinstance(loaded, Loaded)}
         others = await asyncio.gather(*(self._spawn() for _ in range(self.count - 1)))
         for worker in (first, *(worker for worker, _ in others)):
             self._add(worker)
         return report
 
     async def _spawn(self) -> tuple[Worker, Started]:
-        return await Worker.start(Start(self.settings, self._versions, self.heavy, self._threads), self._lost)
+        return await Worker.start(Start(self.settings, self._versions, self.heavy, self._plans), self._lost)
 
     def _add(self, worker: Worker) -> None:
         self._workers.append(worker)

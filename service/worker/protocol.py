@@ -55,17 +55,26 @@ class Version:
 
 
 @dataclass(frozen=True)
+class RunPlan:
+    """How a version's runs go on this machine: timed by the first worker of a lane (runtime.plan_runs), and
+    taken as given by the others."""
+
+    threads: int           # ONNX Runtime threads a run is split over
+    blocked: bool = False  # the graph with its channels filled to whole blocks runs (worker.channel_blocks)
+
+
+@dataclass(frozen=True)
 class Start:
     settings: Settings
     versions: dict[Key, Version]
     heavy: bool  # a heavy worker: low CPU priority, one thread a run, no memory arena kept, batch-1 warm-up
-    threads: dict[Key, int]  # per version, the threads a run was timed best on by an earlier worker (absent: time it)
+    plans: dict[Key, RunPlan]  # per version, what an earlier worker timed (absent: time it)
 
 
 @dataclass(frozen=True)
 class Loaded:
     providers: list[str]        # what ONNX Runtime assigned, in priority order
-    threads: int                # ONNX Runtime threads a run is split over
+    plan: RunPlan
     fallback: str | None = None  # providers=auto: why CUDA was not used
 
 

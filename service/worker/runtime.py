@@ -8,10 +8,14 @@ ONNX Runtime build has it and falls back to the CPU with a warning and a recorde
 On CUDA every run is padded up to a bucket size (``batch_buckets``) and every bucket of both graphs is
 run once before the worker reports ready, so cuDNN never meets a new shape while serving.
 
-On the CPU a run may be split over ``intra_op_threads``. That pays for a model with work to split and
-costs a small one more in hand-offs than it saves (a batch of 8 on 2 cores: resnet_small 6.4 → 3.6 ms,
-lenet5 0.18 → 0.27 ms), so each version is timed both ways as it loads and keeps one thread unless the
-split is clearly faster.
+On the CPU each version is timed as it loads (``plan_runs``), on a batch of the size an ordinary worker runs:
+
+- the graph with its channels filled to whole blocks of ONNX Runtime's CPU layout (``channel_blocks``) against
+  the graph as exported, on one thread: it is kept when it answers the same and is clearly faster, which
+  depends on the model and the CPU (on an AVX-512 core resnet_small gains 8 %, cam_net 6 %, lenet5 loses 28 %);
+- then a run split over ``intra_op_threads`` against one thread. A split pays for a model with work to split
+  and costs a small one more in hand-offs than it saves (a batch of 8 on 2 cores: resnet_small 6.4 → 3.6 ms,
+  lenet5 0.18 → 0.27 ms), so a version keeps one thread unless the split is clearly faster.
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ import numpy as np
 import onnxruntime as ort
 
 from ..settings import Settings
+from .channel_blocks import fill_channel_blocks
+from .protocol import RunPlan
 
 log = logging.getLogger("service.worker.runtime")
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 SPLIT_GAIN = 1.2  # a split run must be this much faster to be kept: under load its threads compete with the server
+CHANNEL_BLOCK = 16  # AVX-512's NCHWc block, and a multiple of AVX2's 8 (where the timing may find it not worth it)
+BLOCKED_GAIN = 1.04  # the filled graph must be this much faster to be kept: the timing's noise is a percent or two
 TIMED_ROWS = 8    # the batch both ways are timed on: about what an ordinary worker runs at 16 clients
 SET_UP_RUNS = 3   # untimed runs of each first: the shape set up, the threads spread over the cores
 TIMED_TURNS = 10  # timed runs of each, taken in turn
@@ -174,29 +182,59 @@ def timed_ms(first: ort.InferenceSession, second: ort.InferenceSession, batch: n
     return best[first], best[second]
 
 
-def worth_splitting(split: ort.InferenceSession, single: ort.InferenceSession, input_shape: tuple[int, ...],
-                    label: str) -> bool:
-    """Whether runs split over threads are SPLIT_GAIN times faster than on one, timed on a batch of TIMED_ROWS
-    in up to TIMING_WINDOWS windows (each session's best over them); a graph that cannot run such a batch
-    stays on one thread (its runs fail, or not, as they would)."""
+def clearly_faster(candidate: ort.InferenceSession, baseline: ort.InferenceSession, gain: float,
+                   input_shape: tuple[int, ...], label: str, ways: tuple[str, str]) -> bool:
+    """Whether ``candidate`` runs ``gain`` times faster than ``baseline``, timed on a batch of TIMED_ROWS in up
+    to TIMING_WINDOWS windows (each session's best over them); ``ways`` names the two in the log. A graph that
+    cannot run such a batch is never faster (its runs fail, or not, as they would)."""
     batch = np.zeros((TIMED_ROWS, *input_shape), np.float32)
-    split_ms = single_ms = float("inf")
-    worth = False
+    candidate_ms = baseline_ms = float("inf")
+    faster = False
     for window in range(TIMING_WINDOWS):
         if window:
             time.sleep(WINDOW_GAP_S)
         try:
-            split_now, single_now = timed_ms(split, single, batch)
+            candidate_now, baseline_now = timed_ms(candidate, baseline, batch)
         except Exception:  # noqa: BLE001 - whatever ONNX Runtime raised; the version's own runs will report it
             return False
-        split_ms, single_ms = min(split_ms, split_now), min(single_ms, single_now)
-        worth = single_ms >= SPLIT_GAIN * split_ms
-        if worth:
+        candidate_ms, baseline_ms = min(candidate_ms, candidate_now), min(baseline_ms, baseline_now)
+        faster = baseline_ms >= gain * candidate_ms
+        if faster:
             break
-    threads = split.get_session_options().intra_op_num_threads
-    log.info("%s: a batch of %d in %.2f ms on %d threads, %.2f ms on one; runs on %s", label, TIMED_ROWS, split_ms,
-             threads, single_ms, f"{threads} threads" if worth else "one thread")
-    return worth
+    log.info("%s: a batch of %d in %.2f ms %s, %.2f ms %s; runs %s", label, TIMED_ROWS, candidate_ms, ways[0],
+             baseline_ms, ways[1], ways[0] if faster else ways[1])
+    return faster
+
+
+def same_answers(first: ort.InferenceSession, second: ort.InferenceSession, input_shape: tuple[int, ...]) -> bool:
+    """Both graphs' outputs for one random batch, equal to within float32 summation order."""
+    batch = np.random.default_rng(0).random((TIMED_ROWS, *input_shape), np.float32)
+    feed = {first.get_inputs()[0].name: batch}
+    return all(np.abs(a - b).max() <= 1e-4 * max(1.0, float(np.abs(a).max()))
+               for a, b in zip(first.run(None, feed), second.run(None, feed), strict=True))
+
+
+def plan_runs(model: bytes, opened: ort.InferenceSession, settings: Settings, input_shape: tuple[int, ...],
+              label: str) -> tuple[RunPlan, ort.InferenceSession]:
+    """How the version runs fastest on this machine's CPU (see the module docstring), and a session that runs it
+    so. ``opened`` runs the graph as exported on ``intra_op_threads``."""
+    threads = settings.intra_op_threads
+    one = session_options(settings.model_copy(update={"intra_op_threads": 1}))
+    single = opened if threads == 1 else open_session(model, settings, one, [(CPU, {})])[0]
+    blocked = False
+    filled = fill_channel_blocks(model, CHANNEL_BLOCK)
+    if filled is not None:
+        candidate, _ = open_session(filled, settings, one, [(CPU, {})])
+        ways = (f"with its channels filled to blocks of {CHANNEL_BLOCK}", "as exported")
+        if not same_answers(candidate, single, input_shape):
+            log.warning("%s: the graph with its channels filled to blocks answers differently; runs as exported", label)
+        elif clearly_faster(candidate, single, BLOCKED_GAIN, input_shape, label, ways):
+            blocked, single = True, candidate
+            if threads > 1:
+                opened, _ = open_session(filled, settings, session_options(settings), [(CPU, {})])
+    split = threads > 1 and clearly_faster(opened, single, SPLIT_GAIN, input_shape, label,
+                                           (f"on {threads} threads", "on one thread"))
+    return RunPlan(threads if split else 1, blocked), opened if split else single
 
 
 def bucket(rows: int, buckets: list[int]) -> int:
@@ -220,7 +258,7 @@ class Sessions:
     model: ort.InferenceSession
     gradient: ort.InferenceSession
     buckets: list[int] | None  # pad every run up to one of these sizes; None: run batches as they come
-    threads: int  # ONNX Runtime threads a run of either graph is split over
+    plan: RunPlan  # the threads a run of either graph is split over, and whether the classifier's channels are filled
     fallback: str | None = None
 
     @property
@@ -230,19 +268,22 @@ class Sessions:
 
     @classmethod
     def load(cls, model: bytes, gradient: bytes, settings: Settings, input_shape: tuple[int, ...], label: str,
-             heavy: bool = False, threads: int | None = None) -> Sessions:
-        """``threads``: what an earlier worker timed for this version (None: time it here, see the module
-        docstring); a heavy worker's runs stay on one thread, behind the ordinary work. ``label``
-        (model/version) names the version in the log."""
-        if heavy or threads is not None:
-            settings = settings.model_copy(update={"intra_op_threads": 1 if heavy else threads})
+             heavy: bool = False, plan: RunPlan | None = None) -> Sessions:
+        """``plan``: what an earlier worker timed for this version (None: time it here, on the CPU); a heavy
+        worker runs the graph as exported on one thread, behind the ordinary work. ``label`` (model/version)
+        names the version in the log."""
+        if heavy:
+            plan = RunPlan(threads=1)
+        if plan is not None:
+            settings = settings.model_copy(update={"intra_op_threads": plan.threads})
+            model = (fill_channel_blocks(model, CHANNEL_BLOCK) or model) if plan.blocked else model
         options = session_options(settings, heavy)
         classifier, fallback = open_session(model, settings, options)
-        if threads is None and classifier.get_providers()[0] == CPU and settings.intra_op_threads > 1:
-            one_thread = session_options(settings.model_copy(update={"intra_op_threads": 1}), heavy)
-            single, _ = open_session(model, settings, one_thread, [(CPU, {})])
-            if not worth_splitting(classifier, single, input_shape, label):
-                classifier, options = single, one_thread
+        if plan is None:
+            plan = RunPlan(options.intra_op_num_threads)  # what CUDA runs on, untimed
+            if classifier.get_providers()[0] == CPU:
+                plan, classifier = plan_runs(model, classifier, settings, input_shape, label)
+                options = session_options(settings.model_copy(update={"intra_op_threads": plan.threads}))
         # The gradient graph goes where the classifier went (its features come from there), with its threads.
         head, _ = open_session(gradient, settings, options, None if fallback is None else [(CPU, {})])
         on_cuda = classifier.get_providers()[0] == CUDA
@@ -250,7 +291,7 @@ class Sessions:
         if fallback:
             log.warning("providers=auto: %s; %s runs on the CPU", fallback, label)
         buckets = ([1] if heavy else list(settings.batch_buckets)) if padded else None  # heavy jobs are single images
-        return cls(classifier, head, buckets, options.intra_op_num_threads, fallback)
+        return cls(classifier, head, buckets, plan, fallback)
 
     def _run(self, session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         rows = len(next(iter(feed.values())))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -12,17 +13,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from service.app import create_app
 from service.errors import ServiceUnavailable
 from service.manifest import Manifest
 from service.settings import Settings
-from service.worker import runtime
+from service.worker import channel_blocks, runtime
 from service.worker.main import handle
 from service.worker.model import WorkerModel, read_verified
-from service.worker.protocol import Classify, Upload
+from service.worker.protocol import Classify, RunPlan, Upload
 from service.worker.runtime import (
+    BLOCKED_GAIN,
     CPU,
     CUDA,
     SPLIT_GAIN,
@@ -102,17 +104,17 @@ def _threads(session: ort.InferenceSession) -> int:
     return threads
 
 
-def _load(name: str, settings: Settings, heavy: bool = False, threads: int | None = None) -> Sessions:
+def _load(name: str, settings: Settings, heavy: bool = False, plan: RunPlan | None = None) -> Sessions:
     manifest_ = Manifest.model_validate(manifest(name))
     model, gradient = (read_verified(MODELS / name / "1", f, manifest_) for f in manifest_.graph_files)
     spec = manifest_.input
     return Sessions.load(model, gradient, settings, (spec.channels, spec.height, spec.width), f"{name}/1", heavy,
-                         threads)
+                         plan)
 
 
 def _logged_choice(name: str, text: str) -> re.Match[str] | None:
-    return re.search(rf"{name}/1: a batch of 8 in ([0-9.]+) ms on 2 threads, ([0-9.]+) ms on one; runs on "
-                     r"(2 threads|one thread)", text)
+    return re.search(rf"{name}/1: a batch of 8 in ([0-9.]+) ms on 2 threads, ([0-9.]+) ms on one thread; runs "
+                     r"on (2 threads|one thread)", text)
 
 
 @pytest.mark.parametrize("name", ["lenet5", "resnet_small"])
@@ -132,7 +134,9 @@ def test_each_version_splits_its_runs_only_as_its_logged_timings_say(name, caplo
 @pytest.mark.parametrize("gain,threads,windows", [(0.0, 2, 1), (1e9, 1, runtime.TIMING_WINDOWS)])
 def test_the_split_is_kept_only_when_that_much_faster(gain, threads, windows, monkeypatch):
     """Whatever the timings: a split that clears the bar is kept at once; one that cannot is timed again in
-    every window (a moment's contention must not decide it) and then dropped."""
+    every window (a moment's contention must not decide it) and then dropped. (The graph as exported: no
+    filled one is timed before.)"""
+    monkeypatch.setattr(runtime, "fill_channel_blocks", lambda model, block: None)
     timed = []
     real = runtime.timed_ms
 
@@ -150,11 +154,81 @@ def test_the_split_is_kept_only_when_that_much_faster(gain, threads, windows, mo
 def test_an_earlier_workers_choice_and_a_heavy_worker_are_not_timed(caplog):
     """A successor takes its lane's choice as given; a heavy worker runs on one thread."""
     with caplog.at_level(logging.INFO, logger="service.worker.runtime"):
-        given = _load("lenet5", Settings(intra_op_threads=2), threads=2)
+        given = _load("lenet5", Settings(intra_op_threads=2), plan=RunPlan(2))
         heavy = _load("resnet_small", Settings(intra_op_threads=2), heavy=True)
     assert "a batch of 8" not in caplog.text
-    assert _threads(given.model) == _threads(given.gradient) == given.threads == 2
-    assert _threads(heavy.model) == _threads(heavy.gradient) == heavy.threads == 1
+    assert _threads(given.model) == _threads(given.gradient) == given.plan.threads == 2
+    assert _threads(heavy.model) == _threads(heavy.gradient) == heavy.plan.threads == 1
+    assert not given.plan.blocked and not heavy.plan.blocked
+
+
+def _logged_filling(name: str, text: str) -> re.Match[str] | None:
+    return re.search(rf"{name}/1: a batch of 8 in ([0-9.]+) ms with its channels filled to blocks of 16, ([0-9.]+) ms "
+                     r"as exported; runs (with its channels filled to blocks of 16|as exported)", text)
+
+
+def _marked_filler(change: Callable[[onnx.ModelProto], None] = lambda proto: None):
+    """The real filler, its graph marked (the model's description, which a session reports) and changed."""
+    def fill(model: bytes, block: int) -> bytes | None:
+        filled = channel_blocks.fill_channel_blocks(model, block)
+        if filled is None:
+            return None
+        proto = onnx.load_model_from_string(filled)
+        proto.doc_string = "filled"
+        change(proto)
+        return proto.SerializeToString()
+    return fill
+
+
+def _serves_filled(sessions: Sessions) -> bool:
+    return sessions.model.get_modelmeta().description == "filled"
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet_small"])
+def test_each_version_runs_filled_only_as_its_logged_timings_say(name, caplog, monkeypatch):
+    """Both graphs timed on this machine's CPU (on an AVX-512 core resnet_small's filled graph gains 8 %, lenet5's
+    loses 28 %), and the graph served is the one the logged timings call for."""
+    monkeypatch.setattr(runtime, "fill_channel_blocks", _marked_filler())
+    with caplog.at_level(logging.INFO, logger="service.worker.runtime"):
+        sessions = _load(name, Settings(intra_op_threads=1))
+    logged = _logged_filling(name, caplog.text)
+    assert logged, caplog.text
+    blocked = float(logged[2]) >= BLOCKED_GAIN * float(logged[1])
+    assert logged[3] == ("as exported", "with its channels filled to blocks of 16")[blocked]
+    assert sessions.plan == RunPlan(1, blocked) and _serves_filled(sessions) == blocked
+
+
+@pytest.mark.parametrize("gain,threads", [(0.0, 1), (0.0, 2), (1e9, 1)])
+def test_the_filled_graph_is_kept_only_when_that_much_faster(gain, threads, monkeypatch):
+    """Kept when it clears the bar, split over the threads or not; dropped when it cannot."""
+    monkeypatch.setattr(runtime, "fill_channel_blocks", _marked_filler())
+    monkeypatch.setattr(runtime, "BLOCKED_GAIN", gain)
+    monkeypatch.setattr(runtime, "SPLIT_GAIN", 0.0)
+    sessions = _load("resnet_small", Settings(intra_op_threads=threads))
+    assert sessions.plan == RunPlan(threads, blocked=not gain)
+    assert _serves_filled(sessions) == (not gain) and _threads(sessions.model) == threads
+
+
+def test_a_filled_graph_that_answers_differently_is_never_served(caplog, monkeypatch):
+    def doubled_head(proto: onnx.ModelProto) -> None:
+        weight = next(t for t in proto.graph.initializer if t.name == "model.head.2.weight")
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 2, weight.name))
+
+    monkeypatch.setattr(runtime, "fill_channel_blocks", _marked_filler(doubled_head))
+    monkeypatch.setattr(runtime, "BLOCKED_GAIN", 0.0)
+    sessions = _load("resnet_small", Settings(intra_op_threads=1))
+    assert sessions.plan == RunPlan(1) and not _serves_filled(sessions)
+    assert "resnet_small/1: the graph with its channels filled to blocks answers differently" in caplog.text
+
+
+def test_a_successor_serves_the_filled_graph_its_lane_chose_untimed(caplog, monkeypatch):
+    monkeypatch.setattr(runtime, "fill_channel_blocks", _marked_filler())
+    with caplog.at_level(logging.INFO, logger="service.worker.runtime"):
+        given = _load("resnet_small", Settings(intra_op_threads=2), plan=RunPlan(2, blocked=True))
+        heavy = _load("resnet_small", Settings(intra_op_threads=2), heavy=True)
+    assert "a batch of 8" not in caplog.text
+    assert _serves_filled(given) and given.plan == RunPlan(2, True) and _threads(given.model) == 2
+    assert not _serves_filled(heavy) and heavy.plan == RunPlan(1)  # a heavy worker: the graph as exported
 
 
 def test_a_failed_run_is_a_503_for_that_job_and_the_worker_lives_on(settings, tmp_path):
