@@ -198,7 +198,7 @@ def service_threads(model_dir: Path) -> int:
     manifest = Manifest.model_validate_json((model_dir / "manifest.json").read_text())
     model, gradient = ((model_dir / file).read_bytes() for file in manifest.graph_files)
     return Sessions.load(model, gradient, Settings(), tuple(manifest.input.shape[1:]),
-                         f"{manifest.name}/{manifest.version}").threads
+                         f"{manifest.name}/{manifest.version}").plan.threads
 
 
 def start(name: str, model_dir: Path, work: Path, constant: bool, threads: int) -> tuple[Server, str, str]:
