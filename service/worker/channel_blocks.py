@@ -5,9 +5,9 @@ On the CPU, ONNX Runtime runs convolutions in a blocked layout (NCHWc: channels 
 with zeros. The pooling, additions and activations between such convolutions run in that layout only when their
 channels fill whole blocks; otherwise the tensor is converted to the plain layout and back around them. In
 resnet_small, whose first stage has 24 channels, those conversions and the unblocked pooling and addition took
-88 of its 850 µs an image on an AVX-512 core. Adding the zero channels to the graph itself (zero filters and
+93 of its 862 µs an image on an AVX-512 core. Adding the zero channels to the graph itself (zero filters and
 biases in the convolutions that make a stage, zero weights in those that read it) gives the same answers and
-keeps the stage blocked (docs/PERFORMANCE.md: resnet_small 8 % faster a run, cam_net 6 %, vgg_small 4 %).
+keeps the stage blocked (docs/PERFORMANCE.md: resnet_small's runs 1.09–1.10× faster, cam_net's 1.07–1.08×).
 
 Only what is understood is changed. A stage is the set of tensors joined by operations that keep channels apart
 (activations, pooling, the sum of two of the stage's tensors); it is filled only if every tensor in it is made by
