@@ -1,5 +1,6 @@
 # CPU image: the service, its serving dependencies and the shipped models. No torch, no compilers,
-# no pip caches. Build: docker build -t cnn-serve .   (GPU image: Dockerfile.gpu)
+# no pip caches, no ONNX backend test data (15 MB that onnx, which the worker uses to edit graphs, ships).
+# Build: docker build -t cnn-serve .   (GPU image: Dockerfile.gpu)
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
@@ -8,7 +9,8 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 RUN /opt/venv/bin/pip install --no-compile '.[serve]' \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
- && cd /opt/venv/lib/python3*/site-packages && rm -rf pip* setuptools* pkg_resources _distutils_hack distutils-precedence.pth
+ && cd /opt/venv/lib/python3*/site-packages && rm -rf pip* setuptools* pkg_resources _distutils_hack distutils-precedence.pth \
+    onnx/backend/test
 
 FROM python:3.11-slim AS runtime
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
