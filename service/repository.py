@@ -23,7 +23,7 @@ from .errors import ModelNotFound
 from .manifest import Manifest, ModelConfig, version_manifests
 from .settings import Settings
 from .worker.explain import methods_for
-from .worker.protocol import Key, Loaded, Started, Version
+from .worker.protocol import Key, Loaded, RunPlan, Started, Version
 
 log = logging.getLogger("service.repository")
 Status = Literal["ready", "loading", "failed"]
@@ -41,6 +41,7 @@ class ModelVersion:
     directory: Path
     providers: list[str] = field(default_factory=list)  # what ONNX Runtime gave the workers' sessions
     fallback: str | None = None  # providers=auto: why it runs on the CPU although CUDA was tried
+    plan: RunPlan | None = None  # how the ordinary workers, which serve its batches, run it (timed as they loaded it)
     error: str | None = None     # why it cannot be served (no server paths)
 
     @property
@@ -156,7 +157,7 @@ class ModelRepository:
 
     def _failed(self, entry: ModelVersion, error: str) -> None:
         entry.error = error
-        entry.providers = []
+        entry.providers, entry.plan = [], None
         log.error("model %s/%s is unavailable: %s", entry.name, entry.version, error)
 
     def verified(self) -> dict[Key, Version]:
@@ -165,11 +166,14 @@ class ModelRepository:
                 for m in versions.values() if m.error is None}
 
     def record(self, report: Started) -> None:
-        """A worker's word per version: the providers its sessions got, or why they failed."""
+        """A worker's word per version: the providers its sessions got and (an ordinary worker's) how it runs
+        them, or why they failed."""
         for key, outcome in report.versions.items():
             entry = self.models[key[0]][key[1]]
             if isinstance(outcome, Loaded):
                 entry.providers, entry.fallback, entry.error = outcome.providers, outcome.fallback, None
+                if not report.heavy:
+                    entry.plan = outcome.plan
                 log.info("loaded %s/%s on %s", entry.name, entry.version, ",".join(outcome.providers))
             else:
                 self._failed(entry, public(outcome))  # ONNX Runtime's messages may name files

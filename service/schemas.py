@@ -49,6 +49,12 @@ class InputInfo(BaseModel):
     color: Literal["gray", "rgb"]
 
 
+class RunInfo(BaseModel):
+    threads: int = Field(description="ONNX Runtime threads a run is split over", examples=[2])
+    channels_filled: bool = Field(description="the graph runs with its channels filled to whole blocks of ONNX "
+                                              "Runtime's CPU layout: the same answers, timed faster here")
+
+
 class ModelInfo(BaseModel):
     name: str = Field(examples=["cam_net"])
     version: str = Field(examples=["1"])
@@ -70,6 +76,8 @@ class ModelInfo(BaseModel):
                                            examples=[{"cam": "CAM"}])
     heatmap_layer: str
     providers: list[str] = Field(description="execution providers ONNX Runtime actually assigned, in priority order")
+    runs: RunInfo | None = Field(None, description="how the workers that batch its requests run it, as they timed "
+                                                   "it on this machine when they loaded it (null until loaded)")
     provider_fallback: str | None = Field(None, description="providers=auto: why this version runs on the CPU "
                                                             "although CUDA was tried")
     status: Literal["ready", "loading", "failed"]

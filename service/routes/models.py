@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse, Response
 from ..dependencies import EngineDep, RepositoryDep, SettingsDep, VersionQuery, model_for
 from ..manifest import MODEL_FILE
 from ..repository import ModelRepository, ModelVersion
-from ..schemas import InputInfo, ModelInfo, ModelList, SummaryResponse, SummaryTotals
+from ..schemas import InputInfo, ModelInfo, ModelList, RunInfo, SummaryResponse, SummaryTotals
 from ..summary_table import render_summary
 from ..worker.explain import METHODS
 from .problems import PROBLEM_RESPONSES
@@ -31,6 +31,7 @@ def model_info(model: ModelVersion, repository: ModelRepository) -> ModelInfo:
         parameters=m.summary.total_params, heatmap_methods=model.methods,
         heatmap_titles={name: METHODS[name].title for name in model.methods}, heatmap_layer=m.heatmaps.layer,
         providers=model.providers, provider_fallback=model.fallback, status=model.status, error=model.error,
+        runs=None if model.plan is None else RunInfo(threads=model.plan.threads, channels_filled=model.plan.blocked),
     )
 
 

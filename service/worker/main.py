@@ -43,7 +43,7 @@ def load(start: Start) -> tuple[dict[Key, WorkerModel], Started]:
             continue
         models[key] = model
         outcomes[key] = Loaded(model.sessions.providers, model.sessions.plan, model.sessions.fallback)
-    return models, Started(outcomes)
+    return models, Started(outcomes, start.heavy)
 
 
 def _warm_up_decoding() -> None:

@@ -81,6 +81,7 @@ class Loaded:
 @dataclass(frozen=True)
 class Started:
     versions: dict[Key, Loaded | str]  # str: why the version could not be loaded
+    heavy: bool  # from a heavy worker, whose plan is always the graph as exported on one thread
 
 
 @dataclass(frozen=True)

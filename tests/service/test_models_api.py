@@ -36,6 +36,19 @@ def test_one_model_and_unknown(client):
     assert client.get("/models/lenet5?version=9").status_code == 404
 
 
+def test_each_version_says_how_its_batches_run(client):
+    """The ordinary worker's run plan, as the first worker timed it: the threads, and the filled graph only where
+    there is something to fill (a float version with a stage of a channel count off ONNX Runtime's blocks:
+    alexnet_small's and the MNIST CNNs' are whole, and no int8 version is touched). Which of the others are filled
+    depends on this machine's CPU (tests/service/worker/test_runtime.py checks the choice itself)."""
+    fillable = {"cam_net", "inception_small", "lenet5", "resnet_small", "vgg_small"}
+    for name, version in VERSIONS:
+        runs = client.get(f"/models/{name}?version={version}").json()["runs"]
+        assert runs["threads"] in (1, 2), (name, version, runs)
+        if runs["channels_filled"]:
+            assert version == "1" and name in fillable, (name, version)
+
+
 def test_mnist_cnn_b_summary_matches_seeds(client):
     body = client.get("/models/mnist_cnn_b/summary").json()
     with_params = [(r["type"], r["params"]) for r in body["layers"] if r["params"]]

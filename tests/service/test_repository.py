@@ -14,6 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.repository import ModelRepository
+from service.worker.protocol import Loaded, RunPlan, Started
 from tests.helpers import MODELS, encode, upload
 
 DIGIT = upload(encode(np.zeros((28, 28), np.uint8)))
@@ -106,3 +108,17 @@ def test_a_replacement_worker_that_cannot_reload_a_version_makes_it_unavailable_
         errors = client.get("/readyz").json()["errors"]
         assert "cam_net/1: model.onnx does not match the sha256 in its manifest" in errors
         assert client.post("/predict", files=DIGIT).status_code == 200
+
+
+def test_the_run_plan_shown_is_the_ordinary_workers(settings, repository):
+    """Heavy workers always run the graph as exported on one thread: their word, which comes after the ordinary
+    lane's, and from each of their successors, never replaces how the batched requests run."""
+    repo = ModelRepository(settings.model_copy(update={"model_dir": repository, "default_model": "lenet5"}))
+    repo.load_all()
+    key, cpu = ("cam_net", "1"), ["CPUExecutionProvider"]
+    repo.record(Started({key: Loaded(cpu, RunPlan(2, blocked=True))}, heavy=False))
+    repo.record(Started({key: Loaded(cpu, RunPlan(1))}, heavy=True))
+    assert repo.get(*key).plan == RunPlan(2, blocked=True)
+    repo.record(Started({key: "ONNX Runtime could not load it"}, heavy=False))
+    failed = repo.models["cam_net"]["1"]
+    assert failed.plan is None and failed.status == "failed"
