@@ -53,6 +53,23 @@ def test_a_worker_killed_while_idle_is_replaced_without_any_request(settings):
         assert answered.status_code == 200 and answered.json()["predictions"][0]["label"] == "7"
 
 
+def test_a_dead_worker_gets_no_job_while_it_is_still_being_reaped(settings):
+    """Its slots go as soon as its death is noticed: a request that comes before the process is reaped waits for
+    the successor (200) instead of being sent to the dead worker's socket (503)."""
+    with TestClient(create_app(settings.model_copy(update={"default_model": "lenet5"}))) as client:
+        lane = client.app.state.engine.ordinary
+        [worker] = lane._workers
+        reaped, wait = threading.Event(), worker.process.wait
+        worker.process.wait = lambda *args, **kwargs: (reaped.wait(10), wait())[1]  # the reaping held back
+        try:
+            os.kill(worker.process.pid, signal.SIGKILL)
+            wait_for(lambda: worker.process.pid not in lane.pids, 1.0)
+            assert not worker.alive
+            assert client.post("/predict", files=upload(DIGIT)).status_code == 200
+        finally:
+            reaped.set()
+
+
 def test_workers_start_with_the_malloc_settings_that_keep_their_freed_blocks(settings, monkeypatch):
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     with TestClient(create_app(settings.model_copy(update={"default_model": "lenet5"}))) as client:
