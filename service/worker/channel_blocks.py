@@ -44,22 +44,20 @@ class _Graph:
         self.outputs = {output.name for output in graph.output}
         self.inputs = {given.name for given in graph.input}  # an initializer listed here may be fed another value
         self.maker: dict[str, int] = {}
-        self.readers: dict[str, list[int]] = defaultdict(list)
-        uses: dict[str, int] = defaultdict(int)
+        self.readers: dict[str, list[int]] = defaultdict(list)  # a node once per input it takes the tensor as
         for index, node in enumerate(self.nodes):
             for name in node.output:
                 self.maker[name] = index
             for name in node.input:
                 self.readers[name].append(index)
-                uses[name] += 1
-        self.plain = {index for index, node in enumerate(self.nodes) if self._plain_convolution(node, uses)}
+        self.plain = {index for index, node in enumerate(self.nodes) if self._plain_convolution(node)}
 
-    def _plain_convolution(self, node: onnx.NodeProto, uses: dict[str, int]) -> bool:
+    def _plain_convolution(self, node: onnx.NodeProto) -> bool:
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type != "Conv" or attributes.get("group", 1) != 1 or len(node.input) < 2:
             return False
         held = node.input[1:]
-        return all(name in self.weights and name not in self.inputs and uses[name] == 1
+        return all(name in self.weights and name not in self.inputs and len(self.readers[name]) == 1
                    and self.weights[name].data_type == onnx.TensorProto.FLOAT
                    and self.weights[name].data_location != onnx.TensorProto.EXTERNAL for name in held)
 
