@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
+from starlette.requests import Request
 
+from service.routes.predict import PredictQuery, predict_query
 from tests.helpers import SHIPPED, encode, manifest, upload
 
 MNIST_MODELS = [m for m in SHIPPED if manifest(m)["metrics"]["dataset"] == "mnist"]
@@ -80,6 +83,32 @@ def test_calibrated_probabilities_and_the_unsure_judgement(client, mnist_test):
 def test_default_model_and_top_k(client, settings, mnist_test):
     body = client.post("/predict?top_k=2", files=upload(encode(mnist_test.images[0, 0]))).json()
     assert body["model"] == settings.default_model and len(body["predictions"]) == 2
+
+
+@pytest.mark.parametrize("query", [b"", b"model=lenet5&top_k=2", b"top_k=2&top_k=3", b"model=res%6Eet_small&x=1",
+                                   b"model=a+b", b"version=&model=lenet5", b"model=%E9", b"&&top_k=7&"])
+def test_the_query_is_read_as_starlette_reads_it(query):
+    def outcome(read):
+        try:
+            return read()
+        except ValidationError as exc:
+            return exc.errors(include_url=False)
+
+    params = Request({"type": "http", "query_string": query}).query_params
+    assert outcome(lambda: predict_query(query)) == outcome(lambda: PredictQuery.model_validate(dict(params)))
+
+
+def test_an_invalid_query_is_refused_every_time_and_never_kept(client, mnist_test):
+    predict_query.cache_clear()
+    for _ in range(2):
+        with pytest.raises(ValidationError, match="top_k"):
+            predict_query(b"top_k=0")
+        answer = client.post("/predict?top_k=0", files=upload(encode(mnist_test.images[0, 0])))
+        assert answer.status_code == 422 and "top_k" in answer.json()["detail"]
+    assert predict_query.cache_info().currsize == 0
+    assert client.post("/predict?top_k=3", files=upload(encode(mnist_test.images[0, 0]))).status_code == 200
+    assert client.post("/predict?top_k=3", files=upload(encode(mnist_test.images[0, 0]))).status_code == 200
+    assert predict_query.cache_info().hits >= 1
 
 
 @pytest.mark.parametrize("fmt,mime", [("BMP", "image/bmp"), ("WEBP", "image/webp"), ("GIF", "image/gif"),
