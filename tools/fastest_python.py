@@ -36,7 +36,10 @@ for _ in range(3):
     best = min(best, time.perf_counter() - start)
 print(best * 1000)
 """
-ROUNDS = 5  # of the workload on each interpreter, interleaved
+# Rounds of the workload on each interpreter, interleaved. A 2-vCPU VM here ran the same interpreter at two
+# speeds for seconds at a time (Debian's 22 or 35-46 ms, pyenv's 31 or 51-58), and 5 rounds once caught Debian's
+# only at its slower one and chose pyenv's build.
+ROUNDS = 11
 # Debian ships ensurepip apart (python3-venv): without it no .venv. A shim (pyenv's) names its interpreter.
 USABLE = "import ensurepip, sys, venv; print(sys.executable)"
 

@@ -10,9 +10,10 @@ run once before the worker reports ready, so cuDNN never meets a new shape while
 
 On the CPU each version is timed as it loads (``plan_runs``), on a batch of the size an ordinary worker runs:
 
-- the graph with its channels filled to whole blocks of ONNX Runtime's CPU layout (``channel_blocks``) against
-  the graph as exported, on one thread: it is kept when it answers the same and is clearly faster, which
-  depends on the model and the CPU (on an AVX-512 core resnet_small's runs are 1.09× faster, lenet5's 0.71×);
+- the graph with its channels filled to whole blocks of ONNX Runtime's CPU layout (``channel_blocks``, blocks of
+  this CPU's size) against the graph as exported, on one thread: it is kept when it answers the same and is
+  clearly faster, which depends on the model and the CPU (on an AVX-512 core resnet_small's runs are 1.09×
+  faster, lenet5's 0.71×; on an AVX2 core resnet_small has nothing to fill);
 - then a run split over ``intra_op_threads`` against one thread. A split pays for a model with work to split
   and costs a small one more in hand-offs than it saves (a batch of 8 on 2 cores: resnet_small 6.4 → 3.6 ms,
   lenet5 0.18 → 0.27 ms), so a version keeps one thread unless the split is clearly faster.
@@ -31,14 +32,13 @@ import numpy as np
 import onnxruntime as ort
 
 from ..settings import Settings
-from .channel_blocks import fill_channel_blocks
+from .channel_blocks import fill_channel_blocks, this_cpus_block
 from .protocol import RunPlan
 
 log = logging.getLogger("service.worker.runtime")
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 SPLIT_GAIN = 1.2  # a split run must be this much faster to be kept: under load its threads compete with the server
-CHANNEL_BLOCK = 16  # AVX-512's NCHWc block, and a multiple of AVX2's 8 (where the timing may find it not worth it)
 BLOCKED_GAIN = 1.04  # the filled graph must be this much faster to be kept: the timing's noise is a percent or two
 TIMED_ROWS = 8    # the batch both ways are timed on: about what an ordinary worker runs at 16 clients
 SET_UP_RUNS = 3   # untimed runs of each first: the shape set up, the threads spread over the cores
@@ -214,6 +214,12 @@ def same_answers(first: ort.InferenceSession, second: ort.InferenceSession, inpu
                for a, b in zip(first.run(None, feed), second.run(None, feed), strict=True))
 
 
+def filled_to_blocks(model: bytes) -> bytes | None:
+    """The graph with its channels filled to whole blocks of this CPU's layout; None if there is nothing to fill."""
+    block = this_cpus_block()
+    return None if block is None else fill_channel_blocks(model, block)
+
+
 def plan_runs(model: bytes, opened: ort.InferenceSession, settings: Settings, input_shape: tuple[int, ...],
               label: str) -> tuple[RunPlan, ort.InferenceSession]:
     """How the version runs fastest on this machine's CPU (see the module docstring), and a session that runs it
@@ -222,10 +228,10 @@ def plan_runs(model: bytes, opened: ort.InferenceSession, settings: Settings, in
     one = session_options(settings.model_copy(update={"intra_op_threads": 1}))
     single = opened if threads == 1 else open_session(model, settings, one, [(CPU, {})])[0]
     blocked = False
-    filled = fill_channel_blocks(model, CHANNEL_BLOCK)
+    filled = filled_to_blocks(model)
     if filled is not None:
         candidate, _ = open_session(filled, settings, one, [(CPU, {})])
-        ways = (f"with its channels filled to blocks of {CHANNEL_BLOCK}", "as exported")
+        ways = (f"with its channels filled to blocks of {this_cpus_block()}", "as exported")
         if not same_answers(candidate, single, input_shape):
             log.warning("%s: the graph with its channels filled to blocks answers differently; runs as exported", label)
         elif clearly_faster(candidate, single, BLOCKED_GAIN, input_shape, label, ways):
@@ -276,7 +282,7 @@ class Sessions:
             plan = RunPlan(threads=1)
         if plan is not None:
             settings = settings.model_copy(update={"intra_op_threads": plan.threads})
-            model = (fill_channel_blocks(model, CHANNEL_BLOCK) or model) if plan.blocked else model
+            model = (filled_to_blocks(model) or model) if plan.blocked else model
         options = session_options(settings, heavy)
         classifier, fallback = open_session(model, settings, options)
         if plan is None:
