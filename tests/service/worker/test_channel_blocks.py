@@ -12,7 +12,6 @@ from onnx import TensorProto, helper, numpy_helper
 from service.worker.channel_blocks import fill_channel_blocks, nchwc_block, this_cpus_block
 from tests.helpers import MODELS, VERSIONS
 
-
 # What /proc/cpuinfo says of a core, cut to the lines that matter.
 AVX512_CORE = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl\n"
 AVX2_CORE = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\nbugs\t\t: sysret_ss_attrs\n"
