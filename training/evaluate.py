@@ -14,6 +14,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 
 from service.manifest import Manifest
 from service.preprocessing import prepare
+from service.worker.cpu import exact_int8
 
 from .data import LABELS, pictures
 
@@ -30,7 +31,7 @@ def served_inputs(images: np.ndarray | list[Image.Image], manifest: Manifest) ->
 def session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # deterministic reductions: the same numbers every time
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), exact_int8(options), providers=["CPUExecutionProvider"])
 
 
 def logits(model: ort.InferenceSession, inputs: np.ndarray) -> np.ndarray:

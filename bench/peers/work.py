@@ -18,6 +18,7 @@ from PIL import Image
 from service.manifest import Manifest
 from service.postprocessing import ranking, softmax
 from service.preprocessing import decode, open_image, prepare
+from service.worker.cpu import exact_int8
 
 MAX_PIXELS, LONGEST, TOP = 40_000_000, 2048, 5
 CONSTANT = {"predictions": [{"index": 0, "label": "0", "probability": 1.0}]}
@@ -32,7 +33,7 @@ class Work:
         options.intra_op_num_threads = int(os.environ.get("BENCH_THREADS", "1"))
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(directory / "model.onnx"), options,
+        self.session = ort.InferenceSession(str(directory / "model.onnx"), exact_int8(options),
                                             providers=["CPUExecutionProvider"])
         calibration = self.manifest.calibration
         self.temperature = 1.0 if calibration is None else calibration.temperature

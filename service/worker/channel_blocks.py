@@ -8,7 +8,7 @@ resnet_small, whose first stage has 24 channels, those conversions and the unblo
 93 of its 862 µs an image on an AVX-512 core. Adding the zero channels to the graph itself (zero filters and
 biases in the convolutions that make a stage, zero weights in those that read it) gives the same answers and
 keeps the stage blocked (docs/PERFORMANCE.md: resnet_small's runs 1.09–1.10× faster, cam_net's 1.07–1.08×).
-The block is this CPU's (``nchwc_block``): on an AVX2 core resnet_small's and cam_net's stages already fill whole
+The block is this CPU's (``cpu.nchwc_block``): on an AVX2 core resnet_small's and cam_net's stages already fill whole
 blocks of 8, and filled to 16 they ran 0.79× and 0.88× as fast.
 
 Only what is understood is changed. A stage is the set of tensors joined by operations that keep channels apart
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -32,25 +30,6 @@ from onnx import numpy_helper
 # Operations whose output channel c depends on channel c of their inputs alone. What they make of a zero channel
 # does not matter: every convolution that reads the stage gives that channel zero weight.
 CHANNELWISE = frozenset({"Relu", "Tanh", "Sigmoid", "MaxPool", "AveragePool", "Add"})
-
-
-def nchwc_block(cpuinfo: str) -> int | None:
-    """The channel block of ONNX Runtime's NCHWc layout for a CPU (``/proc/cpuinfo``'s text), as its MLAS library
-    picks it: 16 on x86-64 with AVX-512F, 8 on other x86-64; None on other architectures, whose block is not known
-    here (nothing is filled there)."""
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), None)
-    if flags is None:  # no x86 flags line (an Arm CPU lists "Features")
-        return None
-    return 16 if "avx512f" in flags else 8
-
-
-@cache
-def this_cpus_block() -> int | None:
-    """``nchwc_block`` of the CPU this process runs on (Linux; None where /proc/cpuinfo cannot be read)."""
-    try:
-        return nchwc_block(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        return None
 
 
 @dataclass

@@ -32,7 +32,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ..settings import Settings
-from .channel_blocks import fill_channel_blocks, this_cpus_block
+from .channel_blocks import fill_channel_blocks
+from .cpu import exact_int8, this_cpus_block
 from .protocol import RunPlan
 
 log = logging.getLogger("service.worker.runtime")
@@ -125,7 +126,7 @@ def session_options(settings: Settings, heavy: bool = False) -> ort.SessionOptio
     else:
         _share_cpu_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")
-    return options
+    return exact_int8(options)
 
 
 @contextmanager

@@ -9,24 +9,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from service.worker.channel_blocks import fill_channel_blocks, nchwc_block, this_cpus_block
+from service.worker.channel_blocks import fill_channel_blocks
 from tests.helpers import MODELS, VERSIONS
-
-# What /proc/cpuinfo says of a core, cut to the lines that matter.
-AVX512_CORE = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl\n"
-AVX2_CORE = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\nbugs\t\t: sysret_ss_attrs\n"
-ARM_CORE = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32\n"
-
-
-@pytest.mark.parametrize("cpuinfo,block", [(AVX512_CORE, 16), (AVX2_CORE, 8), (ARM_CORE, None), ("", None)])
-def test_the_block_is_the_one_onnx_runtime_picks_for_the_cpu(cpuinfo, block):
-    """MLAS's choice (its platform.cpp): 16 channels with AVX-512F, 8 on other x86-64; not known elsewhere."""
-    assert nchwc_block(cpuinfo) == block
-
-
-def test_this_machine_has_a_block():
-    """Linux on x86-64, where CI and the service's image run: /proc/cpuinfo has a flags line."""
-    assert this_cpus_block() in (8, 16)
 
 
 def _convolutions(model: bytes) -> dict[str, tuple[int, ...]]:
