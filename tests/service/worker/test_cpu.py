@@ -26,8 +26,9 @@ ARM = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes pmull
 def test_the_block_and_the_int8_kernel_are_the_ones_onnx_runtime_picks(cpuinfo, block, saturates):
     """MLAS's choices (its platform.cpp): 16 channels with AVX-512F, 8 on other x86-64, not known elsewhere; u8×s8
     products summed in 16 bits on x86-64 without VNNI."""
-    assert cpu.nchwc_block(cpuinfo) == block
-    assert cpu.int8_sums_saturate(cpuinfo) == saturates
+    flags = cpu.cpu_flags(cpuinfo)
+    assert cpu.nchwc_block(flags) == block
+    assert cpu.int8_sums_saturate(flags) == saturates
 
 
 def test_this_machine_is_read():
@@ -37,9 +38,9 @@ def test_this_machine_is_read():
 
 @pytest.mark.parametrize("cpuinfo", [AVX2, AVX512_VNNI])
 def test_workers_sum_int8_exactly_only_where_the_fast_kernel_saturates(cpuinfo, monkeypatch):
-    monkeypatch.setattr(cpu, "this_cpu", lambda: cpuinfo)
+    monkeypatch.setattr(cpu, "this_cpus_flags", lambda: cpu.cpu_flags(cpuinfo))
     options = session_options(Settings())
-    if cpu.int8_sums_saturate(cpuinfo):
+    if cpu.int8_sums_saturate(cpu.cpu_flags(cpuinfo)):
         assert options.get_session_config_entry("session.x64quantprecision") == "1"
     else:
         with pytest.raises(RuntimeError, match="does not have configuration"):
@@ -60,5 +61,5 @@ def test_exact_sums_change_no_float_answer_nor_an_int8_one_where_sums_are_exact_
         return session.run(["logits"], {"input": batch})[0]
 
     assert np.array_equal(logits("1", False), logits("1", True))
-    if not cpu.int8_sums_saturate(cpu.this_cpu()):
+    if not cpu.int8_sums_saturate(cpu.this_cpus_flags()):
         assert np.allclose(logits("2", False), logits("2", True), atol=1e-5)
