@@ -13,7 +13,7 @@ from .auth import ApiKeyMiddleware, load_keys
 from .engine import Engine
 from .heap import freeze_startup_objects
 from .http_errors import install_error_handlers
-from .logs import configure_logging
+from .logs import AccessLog, configure_logging
 from .metrics import Metrics
 from .middleware import AccessMiddleware, BodyLimitMiddleware, DirectRoutes, RequestIdMiddleware
 from .openapi import complete_schema
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     metrics = Metrics()
+    access_log = AccessLog()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await engine.close()
+            access_log.flush()
 
     # FastAPI's native OpenTelemetry hook looked up the global tracer provider (environment reads) on every
     # request; this service exports Prometheus metrics and JSON logs itself, so it is off.
@@ -60,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.allowed_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"], expose_headers=EXPOSED_HEADERS)
-    app.add_middleware(AccessMiddleware, metrics=metrics)
+    app.add_middleware(AccessMiddleware, metrics=metrics, access_log=access_log)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost
     for router in (predict.router, models.router, cam.router, health.router, v2.router, page.router):
         app.include_router(router)

@@ -27,9 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import PayloadTooLarge
 from .http_errors import from_problem, problem_response
+from .logs import AccessLog
 from .metrics import Metrics
 
-access_log = logging.getLogger("service.access")
 error_log = logging.getLogger("service")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Ids this process makes: a random prefix per process and a counter (unique, and a tenth of a uuid4's cost).
@@ -69,9 +69,10 @@ class RequestIdMiddleware:
 
 
 class AccessMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,12 +106,12 @@ class AccessMiddleware:
         route = getattr(scope.get("route"), "path", None) or "unmatched"
         model = str(scope["state"].get("model", ""))
         self.metrics.observe_request(scope["method"], route, model, status, seconds)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info("request", extra={"fields": {
+        if self.access_log.enabled():
+            self.access_log.write({
                 "request_id": scope["state"].get("request_id"), "method": scope["method"], "path": scope["path"],
                 "route": route, "model": model or None, "status": status, "duration_ms": round(seconds * 1000, 2),
                 "client": (scope.get("client") or ("", 0))[0],
-            }})
+            })
 
 
 class BodyLimitMiddleware:
