@@ -60,11 +60,16 @@ class AccessLog:
                                        "message": "request", **fields}, default=str))
 
     def flush(self) -> None:
+        """Write what is kept. A stream that fails (a closed pipe) loses those lines, as the logging module's
+        handler would, and never the requests: this runs in a callback of its own."""
         if self._lines:
             lines, self._lines = self._lines, []
             stream = self.stream or sys.stderr
-            stream.write("\n".join(lines) + "\n")
-            stream.flush()
+            try:
+                stream.write("\n".join(lines) + "\n")
+                stream.flush()
+            except (OSError, ValueError):  # ValueError: a closed file
+                pass
 
 
 def configure_logging(level: str) -> None:

@@ -56,6 +56,30 @@ def test_flush_writes_what_is_kept_at_once_and_nothing_twice():
     assert stream.writes == 1
 
 
+def test_a_stream_that_fails_loses_its_lines_and_nothing_else():
+    class BrokenPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    closed, working = io.StringIO(), io.StringIO()
+    closed.close()
+    log = AccessLog(BrokenPipe())
+    errors: list[dict] = []
+
+    async def requests() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+        for stream in (closed, working):
+            log.write({"status": 500})
+            await asyncio.sleep(0)  # the pass's write fails
+            log.stream = stream
+        log.write({"status": 200})
+        await asyncio.sleep(0)
+
+    asyncio.run(requests())
+    assert errors == []
+    assert [json.loads(line)["status"] for line in working.getvalue().splitlines()] == [200]
+
+
 def test_the_access_log_follows_the_service_log_level():
     try:
         configure_logging("warning")
