@@ -29,14 +29,18 @@ def timestamp(seconds: float) -> str:
     return _stamp(int(seconds))
 
 
+def json_line(seconds: float, level: str, logger: str, message: str, fields: dict[str, Any]) -> str:
+    """One log line, the one format of every line: the logging module's records and the access log's."""
+    return json.dumps({"time": timestamp(seconds), "level": level, "logger": logger, "message": message, **fields},
+                      default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {"time": timestamp(record.created), "level": record.levelname.lower(),
-                                 "logger": record.name, "message": record.getMessage()}
-        entry.update(getattr(record, "fields", {}))
+        fields: dict[str, Any] = dict(getattr(record, "fields", {}))
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            fields["exception"] = self.formatException(record.exc_info)
+        return json_line(record.created, record.levelname.lower(), record.name, record.getMessage(), fields)
 
 
 class AccessLog:
@@ -56,8 +60,7 @@ class AccessLog:
         """A request's line; call from the event loop's thread."""
         if not self._lines:
             asyncio.get_running_loop().call_soon(self.flush)
-        self._lines.append(json.dumps({"time": timestamp(time.time()), "level": "info", "logger": ACCESS_LOGGER,
-                                       "message": "request", **fields}, default=str))
+        self._lines.append(json_line(time.time(), "info", ACCESS_LOGGER, "request", fields))
 
     def flush(self) -> None:
         """Write what is kept. A stream that fails (a closed pipe) loses those lines, as the logging module's
