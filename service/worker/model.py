@@ -54,6 +54,14 @@ def _own_error(exc: Exception) -> ProblemError:
     return InvalidImage(f"the upload could not be read as an image: {type(exc).__name__}: {exc}")
 
 
+def _placed_alone(image: Image.Image, manifest: Manifest) -> Placed | Exception:
+    try:
+        (placed,) = place([image], manifest)
+    except Exception as exc:  # noqa: BLE001 - see _own_error
+        return exc
+    return placed
+
+
 def read_verified(directory: Path, file: str, manifest: Manifest) -> bytes:
     """A file the manifest lists, read once and checked against its sha256: what is checked is what is loaded."""
     entry = manifest.files.get(file)
@@ -104,9 +112,9 @@ class WorkerModel:
         """Each upload as model input (its image decoded at most ``longest`` px a side), or why not: its own
         error, or with ``light_only`` Deferred when it is costly to decode (light_pixels, light_bytes). The
         batch goes stage by stage (every form parsed and header read, then every image decoded, then every
-        one preprocessed), so each stage's code stays in the CPU's caches from one upload to the next: a
+        placed together), so each stage's code stays in the CPU's caches from one upload to the next: a
         lenet5 batch costs 11–21 % less than upload by upload, for a batch's decoded images held at once
-        (docs/PERFORMANCE.md)."""
+        (docs/PERFORMANCE.md); and images of one size are fitted as one stack (preprocessing.fit)."""
         s = self.settings
         results: list[PreparedUpload | Deferred | ProblemError | None] = [None] * len(uploads)
         opened: list[tuple[int, Image.Image, tuple[int, int], float]] = []
@@ -131,13 +139,16 @@ class WorkerModel:
                 decoded.append((i, decode(image, longest), size, spent + time.perf_counter() - started))
             except Exception as exc:  # noqa: BLE001 - see _own_error
                 results[i] = _own_error(exc)
-        for i, image, size, decode_s in decoded:
-            started = time.perf_counter()
-            try:
-                results[i] = PreparedUpload(place(image, self.manifest), size, decode_s,
-                                            time.perf_counter() - started)
-            except Exception as exc:  # noqa: BLE001 - see _own_error
-                results[i] = _own_error(exc)
+        started = time.perf_counter()
+        images = [image for _, image, _, _ in decoded]
+        try:
+            placements: list[Placed | Exception] = list(place(images, self.manifest))
+        except Exception:  # noqa: BLE001 - some upload's surprise: each is placed alone, so that only it fails
+            placements = [_placed_alone(image, self.manifest) for image in images]
+        share = (time.perf_counter() - started) / max(len(decoded), 1)  # placed together: each its share
+        for (i, _, size, decode_s), placed in zip(decoded, placements, strict=True):
+            results[i] = (_own_error(placed) if isinstance(placed, Exception)
+                          else PreparedUpload(placed, size, decode_s, share))
         return cast(list[PreparedUpload | Deferred | ProblemError], results)  # each upload's entry is set once
 
     def classify(self, job: Classify) -> Classified:

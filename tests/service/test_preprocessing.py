@@ -36,7 +36,7 @@ def load(data: bytes, longest: int = 4096) -> Image.Image:
 
 def prepared(data: bytes, model: Manifest) -> tuple[np.ndarray, Placed]:
     """An upload's model input (1×C×H×W) and where its image went."""
-    placed = place(load(data), model)
+    (placed,) = place([load(data)], model)
     return batch([placed], model), placed
 
 
@@ -65,7 +65,7 @@ def test_inversion_rule_and_mnist_centring():
     assert abs((155 * sx + ox) - com[1]) < 1.5 and abs((25 * sy + oy) - com[0]) < 1.5
 
     dark = 255 - page
-    assert not place(load(_png(dark)), lenet).inverted
+    assert not place([load(_png(dark))], lenet)[0].inverted
 
 
 def _crop_box(x: np.ndarray) -> tuple[int, int]:
@@ -93,7 +93,7 @@ def test_light_ink_on_a_mid_grey_page_and_a_digit_touching_the_frame():
     lenet = Manifest.model_validate(manifest("lenet5"))
     page = np.full((64, 64), 120, np.uint8)
     page[5:59, 28:36] = 230  # light ink on grey: polarity from the ink, not from the page's level
-    assert not place(load(_png(page)), lenet).inverted
+    assert not place([load(_png(page))], lenet)[0].inverted
     full = np.full((64, 64), 255, np.uint8)
     full[:, 24:40] = 0  # dark ink from the top edge to the bottom one (a full-frame crop)
     inputs, placed = prepared(_png(full), lenet)
@@ -104,6 +104,32 @@ def test_a_blank_page_stays_blank():
     lenet = Manifest.model_validate(manifest("lenet5"))
     noise = (200 + np.random.default_rng(1).normal(0, 6, (80, 80))).clip(0, 255).astype(np.uint8)
     assert prepare([load(_png(noise))], lenet).max() == 0
+
+
+def test_images_fitted_together_come_out_as_each_alone_to_the_bit():
+    """A batch's images of one size go through the MNIST fit as one stack: each must come out exactly as it does
+    alone, whatever its neighbours (flat or uneven page, dark or light ink, blank), and a batch of mixed sizes
+    keeps its order."""
+    lenet = Manifest.model_validate(manifest("lenet5"))
+    rng = np.random.default_rng(5)
+    drawing = np.zeros((40, 40), np.uint8)
+    drawing[8:32, 18:23] = 255  # light ink on a flat black page
+    on_paper = np.full((40, 40), 245, np.uint8)
+    on_paper[5:35, 10:14] = 30  # dark ink on a flat white page
+    shaded = 140 + 1.5 * np.mgrid[0:40, 0:40][1] + rng.normal(0, 6, (40, 40))  # light from one side, grain
+    shaded[10:30, 20:26] -= 100
+    blank = np.full((40, 40), 128, np.uint8)
+    small = np.zeros((28, 28), np.uint8)
+    small[4:24, 12:16] = 200
+    pages = (drawing, on_paper, shaded, blank, small, on_paper, drawing)
+    images = [Image.fromarray(page.clip(0, 255).astype(np.uint8)) for page in pages]
+    together = place(images, lenet)
+    for image, placed in zip(images, together, strict=True):
+        (alone,) = place([image], lenet)
+        np.testing.assert_array_equal(placed.content, alone.content)
+        assert (placed.scale, placed.offset, placed.inverted) == (alone.scale, alone.offset, alone.inverted)
+    assert [placed.inverted for placed in together[:3]] == [False, True, True]
+    assert together[3].content.max() == 0 and together[0].content.max() > 0
 
 
 def test_transparent_drawing_is_put_on_white():
