@@ -89,7 +89,7 @@ class TrainResult:
 def fitted(images: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """uint8 N×C×h×w images fitted into the content size by the service's own functions (MNIST's
     crop-and-centre, the RGB nets' letterbox), still uint8: no train/serve skew."""
-    contents = [fitted.content for fitted in fit(pictures(images), prep)]
+    contents = [one.content for one in fit(pictures(images), prep)]
     return np.stack(contents).reshape(len(contents), *contents[0].shape[:2], -1).transpose(0, 3, 1, 2)
 
 

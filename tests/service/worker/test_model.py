@@ -72,6 +72,27 @@ def test_a_batch_keeps_each_uploads_outcome_in_its_place_whatever_stage_it_faile
     assert reply.ranking[reply.items[0].row][0] == 3  # placed_3 is a 3
 
 
+def test_an_upload_the_preprocessing_fails_on_fails_alone(cam_net, monkeypatch):
+    """A batch's decoded images are placed in one call; if that raises, each is placed alone, so that only the
+    upload whose image raised gets an error (here a stand-in fault for images 65 px wide) and the others their rows."""
+    from service.worker import model
+
+    def place(images, manifest):
+        if any(image.width == 65 for image in images):
+            raise ValueError("a fault in the preprocessing")
+        return real_place(images, manifest)
+
+    real_place = model.place
+    monkeypatch.setattr(model, "place", place)
+    placed = (EXAMPLES / "placed_3.png").read_bytes()
+    odd = encode(np.zeros((64, 65, 3), np.uint8))
+    reply = cam_net.classify(Classify(KEY, (form(placed), form(odd), form(placed)), light_only=True))
+    statuses = [getattr(item, "status", type(item).__name__) for item in reply.items]
+    assert statuses == ["UploadRow", 422, "UploadRow"]
+    assert "a fault in the preprocessing" in str(reply.items[1])
+    assert reply.ranking[reply.items[0].row][0] == reply.ranking[reply.items[2].row][0] == 3
+
+
 @pytest.mark.parametrize("format", ["json", "png", "overlay"])
 def test_an_explanation_crosses_back_small_whatever_the_upload(cam_net, settings, format):
     job = Explain(KEY, form(large_png(6000, 6000, "RGB")), None, "cam", format, 0.5, light_only=False)
