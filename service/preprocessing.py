@@ -170,23 +170,23 @@ def _off_the_page(pixels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.
     """An N×H×W stack less the page under each digit (float32), the pages, and each one's noise level (robust σ
     of its border about the page). A flat border (a drawing, a clean scan) is the page's colour, found for the
     whole stack at once; any other page is fitted on its own (_border_plane)."""
-    borders = np.concatenate([pixels[:, 0], pixels[:, -1], pixels[:, :, 0], pixels[:, :, -1]], axis=1)  # _border's
+    _, height, width = pixels.shape
+    borders = _border(np.moveaxis(pixels, 0, -1)).T  # N × border pixels
     means = (borders.sum(axis=1, dtype=np.float64) / borders.shape[1]).astype(np.float32)  # integer sums: exact
     residual = np.subtract(pixels, means.reshape(-1, 1, 1), dtype=np.float32)
     planes, noise = list(means), np.zeros(len(pixels))
     for i in np.flatnonzero(borders.max(axis=1) - borders.min(axis=1) > 2):
-        planes[i], noise[i] = _border_plane(pixels[i])
+        planes[i], noise[i] = _border_plane(borders[i], height, width)
         np.subtract(pixels[i], planes[i], dtype=np.float32, out=residual[i])
     return residual, planes, noise
 
 
-def _border_plane(pixels: np.ndarray) -> tuple[np.ndarray, float]:
-    """The page under the digit of an uneven border, as a plane a + b·x + c·y fitted to the border pixels
-    (uneven light across a photo), and the noise level (robust σ of the border about it). Border pixels the
-    digit touches (a full-frame crop) are left out first: those far from the border's median, then those far
-    from the plane."""
-    height, width = pixels.shape
-    values = _border(pixels).astype(np.float64)
+def _border_plane(border: np.ndarray, height: int, width: int) -> tuple[np.ndarray, float]:
+    """The page under the digit of an uneven ``border`` (an H×W image's, in _border's order), as a plane
+    a + b·x + c·y fitted to the border pixels (uneven light across a photo), and the noise level (robust σ of the
+    border about it). Border pixels the digit touches (a full-frame crop) are left out first: those far from the
+    border's median, then those far from the plane."""
+    values = border.astype(np.float64)
     design, x_ramp, y_ramp = _border_design(height, width)
 
     def robust_sigma(residual: np.ndarray) -> float:
@@ -228,6 +228,7 @@ def mnist_centred(grays: Sequence[Image.Image], prep: Preprocessing) -> list[Fit
     its calls, not its pixels: a batch of 6 digits costs 0.67–0.69 of its time image by image, 16 digits 0.52–0.55,
     and a lone digit 1.3× (25–50 µs more; docs/PERFORMANCE.md). Each is then cut out on its own."""
     width, height = grays[0].size
+    # pixels_of for the whole stack, from one buffer: np.stack of each image's array cost 11 µs an image, this 6
     pixels = np.frombuffer(b"".join([gray.tobytes() for gray in grays]), np.uint8).reshape(-1, height, width)
     residual, planes, noise = _off_the_page(pixels)
     # Numpy compares float32 pixels with a Python float in float32: so each threshold is a float32 here. Flat
